@@ -1,0 +1,60 @@
+// The compiled module rnnfast._core: kernels (one file per cell in bind/), threads and build facts.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "parallel.h"
+
+namespace py = pybind11;
+
+namespace rnnfast::bind {
+void bind_lstm(py::module_& m);
+void bind_gru(py::module_& m);
+void bind_rnn(py::module_& m);
+}  // namespace rnnfast::bind
+
+namespace {
+
+std::string simd_level() {
+#if defined(__AVX512F__)
+  return "AVX512";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "AVX2+FMA";
+#elif defined(__AVX__)
+  return "AVX";
+#elif defined(__SSE4_2__)
+  return "SSE4.2";
+#else
+  return "SSE2";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "rnnfast compiled kernels (C++/Eigen/OpenMP). Use the rnnfast package, not this module.";
+  rnnfast::bind::bind_lstm(m);
+  rnnfast::bind::bind_gru(m);
+  rnnfast::bind::bind_rnn(m);
+
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        if (n < 1) throw py::value_error("n: expected a thread count >= 1, got " + std::to_string(n));
+        rnnfast::set_max_threads(n);
+      },
+      py::arg("n"), "Set the number of threads the kernels use.");
+  m.def("get_num_threads", &rnnfast::max_threads, "The number of threads the kernels use.");
+  m.def("build_info", []() {
+    py::dict d;
+    d["version"] = RNNFAST_VERSION;
+    d["compiler"] = RNNFAST_COMPILER;
+    d["flags"] = RNNFAST_FLAGS;
+    d["arch"] = RNNFAST_ARCH;
+    d["simd"] = simd_level();
+    d["eigen"] = RNNFAST_EIGEN_VERSION;
+    d["eigen_simd"] = Eigen::SimdInstructionSetsInUse();
+    d["openmp"] = std::to_string(_OPENMP);
+    return d;
+  });
+}

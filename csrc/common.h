@@ -1,0 +1,95 @@
+// rnnfast kernel conventions, stated once.
+//
+// Sizes: T steps, B batch, I input features, H hidden units, P = the width of the hidden state h
+// (P = H except for an LSTM with a projection), G gates per unit (LSTM 4: i,f,g,o; GRU 3: r,z,n;
+// RNN 1). All arrays are dense row-major (C order) with no padding: x (T,B,I), y (T,B,P),
+// states (B,P) / (B,H). Weights use PyTorch's layout: w_ih (G*H, I), w_hh (G*H, P), b_ih and
+// b_hh (G*H), gate g of unit j at row g*H + j; w_hr (P, H); w_peep (3, H) rows p_i, p_f, p_o.
+//
+// Pointers that may be null: biases (zero bias), w_hr / w_peep (variant off), lengths (all T),
+// cache pointers in forward (inference: nothing is saved), dy / dh_n / dc_n in backward (zeros).
+//
+// Time: Seq (below) is the one place that decides processing order, which rows are active at a step
+// and where the previous state of a step lives. Row b is active at time t iff t < lengths[b];
+// an inactive row outputs 0, carries its state unchanged and has zero gates in the cache.
+//
+// Threads: the kernels own the threads, through one OpenMP parallel region per call (see
+// parallel.h); Eigen is built with EIGEN_DONT_PARALLELIZE and never spawns threads of its own.
+// Work is split in tiles whose sizes depend on the problem only, never on the thread count, so
+// results are bitwise identical for any number of threads.
+//
+// No function here throws inside a parallel region: all validation and allocation happen before.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstddef>
+#include <cstdint>
+
+namespace rnnfast {
+
+using Index = std::ptrdiff_t;
+
+// Gate order within the G*H rows of the weights (PyTorch's).
+namespace lstm_gate { constexpr Index i = 0, f = 1, g = 2, o = 3, count = 4; }
+namespace gru_gate { constexpr Index r = 0, z = 1, n = 2, count = 3; }
+
+// Hidden units per tile of the per-step work. A tile of an LSTM is 4 * kTileUnits weight rows.
+constexpr Index kTileUnits = 32;
+
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using MatMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
+template <typename T>
+using ConstMatMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
+template <typename T>
+using ArrMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <typename T>
+using ConstArrMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+// Time bookkeeping of one layer direction over a (possibly ragged) batch.
+struct Seq {
+  Index T, B;
+  bool reverse;
+  const int64_t* lengths;  // (B,) or null
+
+  // Time index of the k-th processed step.
+  Index time(Index k) const { return reverse ? T - 1 - k : k; }
+  bool active(Index t, Index b) const { return lengths == nullptr || t < lengths[b]; }
+  // True when every row is active at time t (the common, fast case).
+  bool all_active(Index t) const {
+    if (lengths == nullptr) return true;
+    for (Index b = 0; b < B; ++b)
+      if (t >= lengths[b]) return false;
+    return true;
+  }
+  // The state before time t: s0 for the first processed step, else the saved state of the step
+  // processed just before (states is (T, B, width), saved after each time step, in time order).
+  template <typename T_>
+  const T_* prev_state(const T_* states, const T_* s0, Index t, Index width) const {
+    if (reverse) return t == T - 1 ? s0 : states + (t + 1) * B * width;
+    return t == 0 ? s0 : states + (t - 1) * B * width;
+  }
+  // Time index of the last processed step (where the final state lives).
+  Index last_time() const { return reverse ? 0 : T - 1; }
+};
+
+// Units [lo, hi) of tile k of n units.
+struct Tile {
+  Index lo, hi;
+  Index size() const { return hi - lo; }
+};
+inline Index tile_count(Index n) { return (n + kTileUnits - 1) / kTileUnits; }
+inline Tile tile_at(Index k, Index n) {
+  Index lo = k * kTileUnits;
+  Index hi = lo + kTileUnits < n ? lo + kTileUnits : n;
+  return {lo, hi};
+}
+
+// Scalar nonlinearities, used where a loop is not worth an Eigen expression.
+template <typename T>
+inline T sigmoid(T v) {
+  return T(1) / (T(1) + std::exp(-v));
+}
+
+}  // namespace rnnfast

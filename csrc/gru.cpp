@@ -1,0 +1,253 @@
+// GRU forward / backward kernels. Equations and layouts: gru.h and common.h.
+//
+// Forward: chunked input projection, then per step and tile of hidden units one GEMM against the
+// packed rows of w_hh and the fused gate pass. Without linear_before_reset the candidate needs the
+// complete r * h_{t-1} first, so a step has two phases: (r, z, r * h) by tiles, then n and h.
+// Backward: per step the fused pass forms the pre-activation gradients (and the direct term z * dh
+// of dh_prev) by tiles, then dh_prev += dG w_hh by tiles of H; after the loop the large GEMMs.
+#include "gru.h"
+
+#include "seq.h"
+
+namespace rnnfast {
+namespace {
+
+using namespace gru_gate;
+
+// The recurrent pre-activations hr + b_hr, hz + b_hz (tile layout in `rec`) added to the input
+// part in `a` (PyTorch layout), then r and z activated in place.
+template <typename T>
+inline void gru_row_rz(T* a, const T* rec, const T* b_hh, Index H, Tile tl) {
+  const Index n = tl.size(), lo = tl.lo;
+  ArrMap<T> ar(a + r * H + lo, n), az(a + z * H + lo, n);
+  ar += ConstArrMap<T>(rec + r * n, n);
+  az += ConstArrMap<T>(rec + z * n, n);
+  if (b_hh != nullptr) {
+    ar += ConstArrMap<T>(b_hh + r * H + lo, n);
+    az += ConstArrMap<T>(b_hh + z * H + lo, n);
+  }
+  ar = ar.logistic();
+  az = az.logistic();
+}
+
+// n = tanh(xn + r * hn) (hn = the recurrent candidate term, bias included, already multiplied out
+// or not as the variant says: `reset_hn` applies r), then h_t = (1 - z) n + z h_{t-1}.
+template <typename T>
+inline void gru_row_update(T* a, const T* hn, bool reset_hn, const T* h_prev, T* h_new, Index H,
+                           Tile tl) {
+  const Index n = tl.size(), lo = tl.lo;
+  ArrMap<T> an(a + gru_gate::n * H + lo, n);
+  ConstArrMap<T> rr(a + r * H + lo, n), zz(a + z * H + lo, n), hnv(hn, n);
+  if (reset_hn) an += rr * hnv;
+  else an += hnv;
+  an = an.tanh();
+  ArrMap<T>(h_new + lo, n) = (T(1) - zz) * an + zz * ConstArrMap<T>(h_prev + lo, n);
+}
+
+template <typename T>
+inline void zero_gates(T* row, Index H, Tile tl) {
+  for (Index gate = 0; gate < count; ++gate) ArrMap<T>(row + gate * H + tl.lo, tl.size()).setZero();
+}
+
+}  // namespace
+
+template <typename T>
+void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0,
+                 const GruWeights<T>& w, const GruShape& s) {
+  const Index B = s.B, I = s.I, H = s.H, GH = count * H;
+  const bool training = cache.gates != nullptr;
+  const bool lbr = s.linear_before_reset;
+  const Seq seq{s.T, B, s.reverse, s.lengths};
+  const Index ntiles = tile_count(H);
+
+  const std::vector<T> packed = pack_gate_tiles(w.w_hh, count, H, H);
+  std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
+  std::vector<T> rec(static_cast<size_t>(ntiles * B * count * kTileUnits));
+  std::vector<T> ring_h(training ? 0 : 2 * B * H);
+  std::vector<T> rh(lbr ? 0 : B * H), hn_ws(B * H);
+  const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
+  const T* b_hn = w.b_hh != nullptr ? w.b_hh + n * H : nullptr;
+
+  const int nth = region_threads(double(B) * GH * (H + I));
+#pragma omp parallel num_threads(nth)
+  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w.w_ih, w.b_ih, I, GH,
+                  [&](Index k, Index t, T* a_t) {
+    const T* h_prev = hs.prev(seq, k, t);
+    T* h_new = hs.next(seq, k, t);
+    T* y_t = y + t * B * H;
+    // hn_t: the candidate's recurrent term h_{t-1} w_hn^T + b_hn (saved when training) or,
+    // without linear_before_reset, (r * h_{t-1}) w_hn^T + b_hn (a workspace).
+    T* hn_t = (lbr && training) ? cache.hn + t * B * H : hn_ws.data();
+
+#pragma omp for schedule(static)
+    for (Index tile = 0; tile < ntiles; ++tile) {
+      const Tile tl = tile_at(tile, H);
+      const Index nu = tl.size();
+      T* rc = tile_scratch(rec, tile, B, count);
+      tile_recurrent_gemm<T>(rc, h_prev, packed.data(), count, H, B, tl, 0, lbr ? count : 2);
+      for (Index b = 0; b < B; ++b) {
+        T* a_row = a_t + b * GH;
+        const bool act = seq.active(t, b);
+        if (!act) {
+          zero_gates(a_row, H, tl);
+          ArrMap<T>(hn_t + b * H + tl.lo, nu).setZero();
+          if (!lbr) ArrMap<T>(rh.data() + b * H + tl.lo, nu).setZero();
+          copy_units(h_new + b * H, h_prev + b * H, tl);
+          emit_output(y_t + b * H, h_new + b * H, tl, false);
+          continue;
+        }
+        gru_row_rz<T>(a_row, rc + b * count * nu, w.b_hh, H, tl);
+        if (lbr) {
+          ArrMap<T> hv(hn_t + b * H + tl.lo, nu);
+          hv = ConstArrMap<T>(rc + b * count * nu + n * nu, nu);
+          if (b_hn != nullptr) hv += ConstArrMap<T>(b_hn + tl.lo, nu);
+          gru_row_update<T>(a_row, hn_t + b * H + tl.lo, true, h_prev + b * H, h_new + b * H, H, tl);
+          emit_output(y_t + b * H, h_new + b * H, tl, true);
+        } else {
+          ArrMap<T>(rh.data() + b * H + tl.lo, nu) =
+              ConstArrMap<T>(a_row + r * H + tl.lo, nu) * ConstArrMap<T>(h_prev + b * H + tl.lo, nu);
+        }
+      }
+    }
+    if (lbr) return;
+
+    // Second phase without linear_before_reset: hn = (r * h_{t-1}) w_hn^T + b_hn, then n and h.
+#pragma omp for schedule(static)
+    for (Index tile = 0; tile < ntiles; ++tile) {
+      const Tile tl = tile_at(tile, H);
+      const Index nu = tl.size();
+      T* rc = tile_scratch(rec, tile, B, count);
+      tile_recurrent_gemm<T>(rc, rh.data(), packed.data(), count, H, B, tl, n, 1);
+      for (Index b = 0; b < B; ++b) {
+        if (!seq.active(t, b)) continue;
+        T* hv = hn_t + b * H + tl.lo;
+        ArrMap<T>(hv, nu) = ConstArrMap<T>(rc + b * count * nu + n * nu, nu);
+        if (b_hn != nullptr) ArrMap<T>(hv, nu) += ConstArrMap<T>(b_hn + tl.lo, nu);
+        gru_row_update<T>(a_t + b * GH, hv, false, h_prev + b * H, h_new + b * H, H, tl);
+        emit_output(y_t + b * H, h_new + b * H, tl, true);
+      }
+    }
+  });
+
+  std::copy(hs.last(seq), hs.last(seq) + B * H, h_n);
+}
+
+template <typename T>
+void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, const T* h0,
+                  const GruWeights<T>& w, const GruCache<T>& cache, const GruShape& s) {
+  const Index Tn = s.T, B = s.B, I = s.I, H = s.H, GH = count * H, TB = Tn * B;
+  const bool lbr = s.linear_before_reset;
+  const Seq seq{Tn, B, s.reverse, s.lengths};
+  const Index ntiles = tile_count(H);
+
+  // dgx: gradients w.r.t. the input pre-activations (x w_ih^T + b_ih); dgh: w.r.t. the recurrent
+  // ones (h w_hh^T + b_hh). They differ only in the n slot with linear_before_reset (dgh_n = r dgx_n);
+  // without it they are the same array, and w_hn's input is r * h_{t-1} instead of h_{t-1}.
+  std::vector<T> dgx(static_cast<size_t>(TB * GH)), dgh_store(lbr ? TB * GH : 0);
+  T* dgh = lbr ? dgh_store.data() : dgx.data();
+  std::vector<T> ring_dh(2 * B * H, T(0)), drh(lbr ? 0 : B * H), rh_all(lbr ? 0 : TB * H);
+  if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
+
+  const int nth = region_threads(double(B) * GH * (H + I));
+#pragma omp parallel num_threads(nth)
+  {
+    for (Index k = Tn - 1; k >= 0; --k) {
+      const Index t = seq.time(k);
+      const Index step = Tn - 1 - k;
+      const T* dh_in = ring_dh.data() + (step % 2) * B * H;
+      T* dh_out = ring_dh.data() + ((step + 1) % 2) * B * H;
+      const T* gates_t = cache.gates + t * B * GH;
+      const T* h_prev = seq.prev_state<T>(cache.h, h0, t, H);
+      const T* dy_t = dy != nullptr ? dy + t * B * H : nullptr;
+      T* dgx_t = dgx.data() + t * B * GH;
+      T* dgh_t = dgh + t * B * GH;
+
+#pragma omp for schedule(static)
+      for (Index tile = 0; tile < ntiles; ++tile) {
+        const Tile tl = tile_at(tile, H);
+        const Index nu = tl.size(), lo = tl.lo;
+        for (Index b = 0; b < B; ++b) {
+          T* dx_row = dgx_t + b * GH;
+          T* dh_row = dh_out + b * H + lo;
+          if (!seq.active(t, b)) {
+            zero_gates(dx_row, H, tl);
+            if (lbr) zero_gates(dgh_t + b * GH, H, tl);
+            ArrMap<T>(dh_row, nu) = ConstArrMap<T>(dh_in + b * H + lo, nu);
+            continue;
+          }
+          const T* gr = gates_t + b * GH;
+          ConstArrMap<T> rr(gr + r * H + lo, nu), zz(gr + z * H + lo, nu), nn(gr + n * H + lo, nu);
+          ConstArrMap<T> hp(h_prev + b * H + lo, nu);
+          // dh: the gradient w.r.t. h_t (dy staged in dh_out, which is rewritten below).
+          ArrMap<T> dht(dh_row, nu);
+          dht = ConstArrMap<T>(dh_in + b * H + lo, nu);
+          if (dy_t != nullptr) dht += ConstArrMap<T>(dy_t + b * H + lo, nu);
+          ArrMap<T> dar(dx_row + r * H + lo, nu), daz(dx_row + z * H + lo, nu),
+              dan(dx_row + n * H + lo, nu);
+          dan = dht * (T(1) - zz) * (T(1) - nn * nn);
+          daz = dht * (hp - nn) * zz * (T(1) - zz);
+          if (lbr) {
+            ConstArrMap<T> hn(cache.hn + (t * B + b) * H + lo, nu);
+            dar = dan * hn * rr * (T(1) - rr);
+            T* dgh_row = dgh_t + b * GH;
+            ArrMap<T>(dgh_row + r * H + lo, nu) = dar;
+            ArrMap<T>(dgh_row + z * H + lo, nu) = daz;
+            ArrMap<T>(dgh_row + n * H + lo, nu) = dan * rr;
+          }
+          dht *= zz;  // the direct term of dh_{t-1}
+        }
+      }
+
+      if (!lbr) {
+        // d(r * h_{t-1}) = dan w_hn, then the reset gate's gradient and its share of dh_{t-1}.
+#pragma omp for schedule(static)
+        for (Index tile = 0; tile < ntiles; ++tile) {
+          const Tile tl = tile_at(tile, H);
+          const Index nu = tl.size(), lo = tl.lo;
+          gemm_nn<T>(B, nu, H, dgx_t + n * H, GH, w.w_hh + n * H * H + lo, H, false,
+                     drh.data() + lo, H);
+          for (Index b = 0; b < B; ++b) {
+            if (!seq.active(t, b)) continue;
+            const T* gr = gates_t + b * GH;
+            ConstArrMap<T> rr(gr + r * H + lo, nu), d(drh.data() + b * H + lo, nu);
+            ArrMap<T>(dgx_t + b * GH + r * H + lo, nu) =
+                d * ConstArrMap<T>(h_prev + b * H + lo, nu) * rr * (T(1) - rr);
+            ArrMap<T>(dh_out + b * H + lo, nu) += d * rr;
+          }
+        }
+      }
+      recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w.w_hh, lbr ? GH : 2 * H, H, seq, t, true);
+    }
+
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w.w_ih, TB, I, GH);
+    column_sums<T>(g.db_hh, dgh, TB, GH, GH);
+    if (lbr) {
+      prev_state_weight_grad<T>(g.dw_hh, dgh, GH, GH, cache.h, h0, H, seq);
+    } else {
+      prev_state_weight_grad<T>(g.dw_hh, dgh, GH, 2 * H, cache.h, h0, H, seq);
+#pragma omp for schedule(static)
+      for (Index t = 0; t < Tn; ++t) {
+        const T* hp = seq.prev_state<T>(cache.h, h0, t, H);
+        for (Index b = 0; b < B; ++b)
+          ArrMap<T>(rh_all.data() + (t * B + b) * H, H) =
+              ConstArrMap<T>(cache.gates + (t * B + b) * GH + r * H, H) *
+              ConstArrMap<T>(hp + b * H, H);
+      }
+      par_gemm_tn<T>(H, H, TB, dgh + n * H, GH, rh_all.data(), H, false, g.dw_hh + n * H * H, H);
+    }
+  }
+
+  const T* dh_final = ring_dh.data() + (Tn % 2) * B * H;
+  std::copy(dh_final, dh_final + B * H, g.dh0);
+}
+
+#define RNNFAST_INSTANTIATE(T)                                                                  \
+  template void gru_forward<T>(T*, T*, const GruCache<T>&, const T*, const T*,                 \
+                               const GruWeights<T>&, const GruShape&);                         \
+  template void gru_backward<T>(const GruGrads<T>&, const T*, const T*, const T*, const T*,    \
+                                const GruWeights<T>&, const GruCache<T>&, const GruShape&);
+RNNFAST_INSTANTIATE(float)
+RNNFAST_INSTANTIATE(double)
+#undef RNNFAST_INSTANTIATE
+
+}  // namespace rnnfast

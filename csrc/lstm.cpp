@@ -1,0 +1,282 @@
+// LSTM forward / backward kernels. Equations and layouts: lstm.h and common.h.
+//
+// Forward: per chunk of steps one GEMM projects the inputs (into the cache when training), then per
+// step each tile of hidden units does one GEMM against its packed rows of w_hh and the fused gate
+// pass for its units; with a projection a second phase forms h = m w_hr^T by tiles of P.
+// Backward: per step (reverse processing order) the fused pass turns dh, dc into the gate
+// pre-activation gradients dG for each tile, then dh_prev = dG w_hh by tiles of P; after the loop
+// dx, dw_ih, dw_hh, the biases, dw_hr and the peepholes are large GEMMs / reductions over dG.
+#include "lstm.h"
+
+#include "seq.h"
+
+namespace rnnfast {
+namespace {
+
+using namespace lstm_gate;
+
+// Fused gate pass of one batch row for units [lo, hi). `a` holds the input part of the
+// pre-activations (PyTorch row layout, 4H) and is overwritten with the gates; `r` holds the
+// recurrent part in tile layout (gate-major, n units each).
+template <typename T>
+inline void lstm_row_forward(T* a, const T* r, const T* b_hh, const T* peep, const T* c_prev,
+                             T* c_new, T* m, Index H, Tile tl, bool coupled) {
+  const Index n = tl.size(), lo = tl.lo;
+  ArrMap<T> gi(a + i * H + lo, n), gf(a + f * H + lo, n), gg(a + g * H + lo, n),
+      go(a + o * H + lo, n);
+  gi += ConstArrMap<T>(r + i * n, n);
+  gf += ConstArrMap<T>(r + f * n, n);
+  gg += ConstArrMap<T>(r + g * n, n);
+  go += ConstArrMap<T>(r + o * n, n);
+  if (b_hh != nullptr) {
+    gi += ConstArrMap<T>(b_hh + i * H + lo, n);
+    gf += ConstArrMap<T>(b_hh + f * H + lo, n);
+    gg += ConstArrMap<T>(b_hh + g * H + lo, n);
+    go += ConstArrMap<T>(b_hh + o * H + lo, n);
+  }
+  ConstArrMap<T> cp(c_prev + lo, n);
+  ArrMap<T> cn(c_new + lo, n);
+  if (peep != nullptr) gi += ConstArrMap<T>(peep + 0 * H + lo, n) * cp;
+  gi = gi.logistic();
+  if (coupled) {
+    gf = T(1) - gi;
+  } else {
+    if (peep != nullptr) gf += ConstArrMap<T>(peep + 1 * H + lo, n) * cp;
+    gf = gf.logistic();
+  }
+  gg = gg.tanh();
+  cn = gf * cp + gi * gg;
+  if (peep != nullptr) go += ConstArrMap<T>(peep + 2 * H + lo, n) * cn;
+  go = go.logistic();
+  ArrMap<T>(m + lo, n) = go * cn.tanh();
+}
+
+// Backward gate pass of one active batch row for units [lo, hi): from dh (gradient w.r.t. m_t,
+// units [lo, hi) at dh + lo) and the carried dc (updated in place to the gradient w.r.t. c_{t-1}),
+// writes the pre-activation gradients dg (4H row layout).
+template <typename T>
+inline void lstm_row_backward(T* dg, T* dc, const T* dh, const T* gates, const T* c_t,
+                              const T* c_prev, const T* peep, Index H, Tile tl, bool coupled) {
+  const Index n = tl.size(), lo = tl.lo;
+  ConstArrMap<T> gi(gates + i * H + lo, n), gf(gates + f * H + lo, n), gg(gates + g * H + lo, n),
+      go(gates + o * H + lo, n);
+  ConstArrMap<T> dhv(dh + lo, n), ct(c_t + lo, n), cp(c_prev + lo, n);
+  ArrMap<T> dct(dc + lo, n);
+  ArrMap<T> dai(dg + i * H + lo, n), daf(dg + f * H + lo, n), dag(dg + g * H + lo, n),
+      dao(dg + o * H + lo, n);
+  const auto tc = ct.tanh().eval();
+  dao = dhv * tc * go * (T(1) - go);
+  dct += dhv * go * (T(1) - tc * tc);
+  if (peep != nullptr) dct += dao * ConstArrMap<T>(peep + 2 * H + lo, n);
+  // Gradients w.r.t. the gate values, then through their nonlinearities.
+  if (coupled) {
+    dai = (dct * gg - dct * cp) * gi * (T(1) - gi);
+    daf.setZero();
+  } else {
+    dai = dct * gg * gi * (T(1) - gi);
+    daf = dct * cp * gf * (T(1) - gf);
+  }
+  dag = dct * gi * (T(1) - gg * gg);
+  dct *= gf;
+  if (peep != nullptr) {
+    dct += dai * ConstArrMap<T>(peep + 0 * H + lo, n);
+    if (!coupled) dct += daf * ConstArrMap<T>(peep + 1 * H + lo, n);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, const T* h0,
+                  const T* c0, const LstmWeights<T>& w, const LstmShape& s) {
+  const Index B = s.B, I = s.I, H = s.H, P = s.P, GH = count * H;
+  const bool training = cache.gates != nullptr;
+  const bool proj = w.w_hr != nullptr;
+  const Seq seq{s.T, B, s.reverse, s.lengths};
+  const Index ntiles = tile_count(H), ptiles = tile_count(P);
+
+  // Everything is allocated before the parallel region: nothing throws inside it.
+  const std::vector<T> packed = pack_gate_tiles(w.w_hh, count, H, P);
+  std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
+  std::vector<T> rec(static_cast<size_t>(ntiles * B * count * kTileUnits));
+  std::vector<T> ring_h(training ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
+  std::vector<T> m_ws(proj ? B * H : 0);
+  const StateSlots<T> hs{cache.h, ring_h.data(), h0, P}, cs{cache.c, ring_c.data(), c0, H};
+
+  const int nth = region_threads(double(B) * GH * (P + I));
+#pragma omp parallel num_threads(nth)
+  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w.w_ih, w.b_ih, I, GH,
+                  [&](Index k, Index t, T* a_t) {
+    const T* h_prev = hs.prev(seq, k, t);
+    const T* c_prev = cs.prev(seq, k, t);
+    T* h_new = hs.next(seq, k, t);
+    T* c_new = cs.next(seq, k, t);
+    T* y_t = y + t * B * P;
+    T* m = proj ? m_ws.data() : h_new;  // without projection, h_t = m_t
+
+#pragma omp for schedule(static)
+    for (Index tile = 0; tile < ntiles; ++tile) {
+      const Tile tl = tile_at(tile, H);
+      const Index n = tl.size();
+      T* r = tile_scratch(rec, tile, B, count);
+      tile_recurrent_gemm<T>(r, h_prev, packed.data(), count, P, B, tl);
+      for (Index b = 0; b < B; ++b) {
+        T* a_row = a_t + b * GH;
+        const bool act = seq.active(t, b);
+        if (act) {
+          lstm_row_forward<T>(a_row, r + b * count * n, w.b_hh, w.w_peep, c_prev + b * H,
+                              c_new + b * H, m + b * H, H, tl, s.coupled);
+        } else {
+          for (Index gate = 0; gate < count; ++gate) ArrMap<T>(a_row + gate * H + tl.lo, n).setZero();
+          copy_units(c_new + b * H, c_prev + b * H, tl);
+          if (!proj) copy_units(h_new + b * P, h_prev + b * P, tl);
+        }
+        if (!proj) emit_output(y_t + b * P, h_new + b * P, tl, act);
+      }
+    }
+    if (proj) {
+#pragma omp for schedule(static)
+      for (Index tile = 0; tile < ptiles; ++tile) {
+        const Tile tl = tile_at(tile, P);
+        gemm_nt<T>(B, tl.size(), H, m, H, w.w_hr + tl.lo * H, H, false, h_new + tl.lo, P);
+        for (Index b = 0; b < B; ++b) {
+          const bool act = seq.active(t, b);
+          if (!act) copy_units(h_new + b * P, h_prev + b * P, tl);
+          emit_output(y_t + b * P, h_new + b * P, tl, act);
+        }
+      }
+    }
+  });
+
+  std::copy(hs.last(seq), hs.last(seq) + B * P, h_n);
+  std::copy(cs.last(seq), cs.last(seq) + B * H, c_n);
+}
+
+template <typename T>
+void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* dc_n, const T* x,
+                   const T* h0, const T* c0, const LstmWeights<T>& w, const LstmCache<T>& cache,
+                   const LstmShape& s) {
+  const Index Tn = s.T, B = s.B, I = s.I, H = s.H, P = s.P, GH = count * H, TB = Tn * B;
+  const bool proj = w.w_hr != nullptr;
+  const Seq seq{Tn, B, s.reverse, s.lengths};
+  const Index ntiles = tile_count(H), ptiles = tile_count(P);
+
+  std::vector<T> dgates(static_cast<size_t>(TB * GH));
+  std::vector<T> ring_dh(2 * B * P, T(0)), dc(B * H, T(0));
+  std::vector<T> dht(proj ? TB * P : 0), dm(B * H), m_all(proj ? TB * H : 0);
+  if (dh_n != nullptr) std::copy(dh_n, dh_n + B * P, ring_dh.begin());
+  if (dc_n != nullptr) std::copy(dc_n, dc_n + B * H, dc.begin());
+
+  const int nth = region_threads(double(B) * GH * (P + I));
+#pragma omp parallel num_threads(nth)
+  {
+    for (Index k = Tn - 1; k >= 0; --k) {
+      const Index t = seq.time(k);
+      const Index step = Tn - 1 - k;  // how many steps were walked back already
+      const T* dh_in = ring_dh.data() + (step % 2) * B * P;
+      T* dh_out = ring_dh.data() + ((step + 1) % 2) * B * P;
+      const T* gates_t = cache.gates + t * B * GH;
+      const T* c_t = cache.c + t * B * H;
+      const T* c_prev = seq.prev_state<T>(cache.c, c0, t, H);
+      T* dg_t = dgates.data() + t * B * GH;
+      const T* dy_t = dy != nullptr ? dy + t * B * P : nullptr;
+
+      // The gradient w.r.t. h_t: dy_t (active rows only) plus the carried dh.
+      T* dht_t = proj ? dht.data() + t * B * P : nullptr;
+      if (proj) {
+#pragma omp for schedule(static)
+        for (Index tile = 0; tile < ptiles; ++tile) {
+          const Tile tl = tile_at(tile, P);
+          for (Index b = 0; b < B; ++b) {
+            ArrMap<T> d(dht_t + b * P + tl.lo, tl.size());
+            if (!seq.active(t, b)) {
+              d.setZero();
+              continue;
+            }
+            d = ConstArrMap<T>(dh_in + b * P + tl.lo, tl.size());
+            if (dy_t != nullptr) d += ConstArrMap<T>(dy_t + b * P + tl.lo, tl.size());
+          }
+        }
+      }
+
+#pragma omp for schedule(static)
+      for (Index tile = 0; tile < ntiles; ++tile) {
+        const Tile tl = tile_at(tile, H);
+        const Index n = tl.size();
+        // dm = the gradient w.r.t. m_t (the unprojected output) for this tile's units.
+        if (proj) gemm_nn<T>(B, n, P, dht_t, P, w.w_hr + tl.lo, H, false, dm.data() + tl.lo, H);
+        for (Index b = 0; b < B; ++b) {
+          T* dg_row = dg_t + b * GH;
+          if (!seq.active(t, b)) {
+            for (Index gate = 0; gate < count; ++gate)
+              ArrMap<T>(dg_row + gate * H + tl.lo, n).setZero();
+            continue;
+          }
+          if (!proj) {
+            ArrMap<T> d(dm.data() + b * H + tl.lo, n);
+            d = ConstArrMap<T>(dh_in + b * P + tl.lo, n);
+            if (dy_t != nullptr) d += ConstArrMap<T>(dy_t + b * P + tl.lo, n);
+          }
+          const T* dm_row = dm.data() + b * H;
+          lstm_row_backward<T>(dg_row, dc.data() + b * H, dm_row, gates_t + b * GH,
+                               c_t + b * H, c_prev + b * H, w.w_peep, H, tl, s.coupled);
+        }
+      }
+
+      recurrent_backprop<T>(dh_out, dh_in, dg_t, GH, w.w_hh, GH, P, seq, t, false);
+    }
+
+    // After the loop: the big GEMMs and reductions over dG.
+    const T* dg = dgates.data();
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg, x, w.w_ih, TB, I, GH);
+    prev_state_weight_grad<T>(g.dw_hh, dg, GH, GH, cache.h, h0, P, seq);
+    if (proj) {
+#pragma omp for schedule(static)
+      for (Index r = 0; r < TB; ++r) {
+        ArrMap<T>(m_all.data() + r * H, H) =
+            ConstArrMap<T>(cache.gates + r * GH + o * H, H) *
+            ConstArrMap<T>(cache.c + r * H, H).tanh();
+      }
+      par_gemm_tn<T>(P, H, TB, dht.data(), P, m_all.data(), H, false, g.dw_hr, H);
+    }
+    if (w.w_peep != nullptr) {
+#pragma omp for schedule(static)
+      for (Index tile = 0; tile < ntiles; ++tile) {
+        const Tile tl = tile_at(tile, H);
+        const Index n = tl.size();
+        ArrMap<T> dpi(g.dw_peep + 0 * H + tl.lo, n), dpf(g.dw_peep + 1 * H + tl.lo, n),
+            dpo(g.dw_peep + 2 * H + tl.lo, n);
+        dpi.setZero();
+        dpf.setZero();
+        dpo.setZero();
+        for (Index t = 0; t < Tn; ++t) {
+          const T* c_prev = seq.prev_state<T>(cache.c, c0, t, H);
+          for (Index b = 0; b < B; ++b) {
+            const T* dg_row = dg + (t * B + b) * GH;
+            ConstArrMap<T> cp(c_prev + b * H + tl.lo, n), ct(cache.c + (t * B + b) * H + tl.lo, n);
+            dpi += ConstArrMap<T>(dg_row + i * H + tl.lo, n) * cp;
+            if (!s.coupled) dpf += ConstArrMap<T>(dg_row + f * H + tl.lo, n) * cp;
+            dpo += ConstArrMap<T>(dg_row + o * H + tl.lo, n) * ct;
+          }
+        }
+      }
+    }
+  }
+
+  std::copy(g.db_ih, g.db_ih + GH, g.db_hh);
+  const T* dh_final = ring_dh.data() + (Tn % 2) * B * P;
+  std::copy(dh_final, dh_final + B * P, g.dh0);
+  std::copy(dc.begin(), dc.end(), g.dc0);
+}
+
+#define RNNFAST_INSTANTIATE(T)                                                                   \
+  template void lstm_forward<T>(T*, T*, T*, const LstmCache<T>&, const T*, const T*, const T*, \
+                                const LstmWeights<T>&, const LstmShape&);                      \
+  template void lstm_backward<T>(const LstmGrads<T>&, const T*, const T*, const T*, const T*,  \
+                                 const T*, const T*, const LstmWeights<T>&,                    \
+                                 const LstmCache<T>&, const LstmShape&);
+RNNFAST_INSTANTIATE(float)
+RNNFAST_INSTANTIATE(double)
+#undef RNNFAST_INSTANTIATE
+
+}  // namespace rnnfast

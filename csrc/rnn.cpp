@@ -1,0 +1,127 @@
+// Vanilla RNN forward / backward kernels. Equations and layouts: rnn.h and common.h.
+// The same scan as the LSTM with one gate: w_hh's rows need no packing (a tile is already one
+// contiguous block of rows), and when training the input projection is written straight into the
+// saved states, each step then activating its slot in place.
+#include "rnn.h"
+
+#include "seq.h"
+
+namespace rnnfast {
+namespace {
+
+template <typename T>
+inline void activate(ArrMap<T> v, Nonlinearity act) {
+  if (act == Nonlinearity::Tanh) v = v.tanh();
+  else v = v.max(T(0));
+}
+
+// d *= act'(h), from the activation's output h.
+template <typename T>
+inline void times_derivative(ArrMap<T> d, ConstArrMap<T> h, Nonlinearity act) {
+  if (act == Nonlinearity::Tanh) d *= T(1) - h * h;
+  else d = (h > T(0)).select(d, T(0));
+}
+
+}  // namespace
+
+template <typename T>
+void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0,
+                 const RnnWeights<T>& w, const RnnShape& s) {
+  const Index B = s.B, I = s.I, H = s.H;
+  const bool training = cache.h != nullptr;
+  const Seq seq{s.T, B, s.reverse, s.lengths};
+  const Index ntiles = tile_count(H);
+
+  std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
+  std::vector<T> rec(static_cast<size_t>(ntiles * B * kTileUnits));
+  std::vector<T> ring_h(training ? 0 : 2 * B * H);
+  const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
+
+  const int nth = region_threads(double(B) * H * (H + I));
+#pragma omp parallel num_threads(nth)
+  forward_scan<T>(seq, cache.h, xp_ws.data(), x, w.w_ih, w.b_ih, I, H,
+                  [&](Index k, Index t, T* a_t) {
+    const T* h_prev = hs.prev(seq, k, t);
+    T* h_new = hs.next(seq, k, t);  // == a_t when training
+    T* y_t = y + t * B * H;
+#pragma omp for schedule(static)
+    for (Index tile = 0; tile < ntiles; ++tile) {
+      const Tile tl = tile_at(tile, H);
+      const Index n = tl.size();
+      T* rc = tile_scratch(rec, tile, B, 1);
+      tile_recurrent_gemm<T>(rc, h_prev, w.w_hh, 1, H, B, tl);
+      for (Index b = 0; b < B; ++b) {
+        const bool act = seq.active(t, b);
+        ArrMap<T> hv(h_new + b * H + tl.lo, n);
+        if (act) {
+          hv = ConstArrMap<T>(a_t + b * H + tl.lo, n) + ConstArrMap<T>(rc + b * n, n);
+          if (w.b_hh != nullptr) hv += ConstArrMap<T>(w.b_hh + tl.lo, n);
+          activate<T>(hv, s.act);
+        } else {
+          copy_units(h_new + b * H, h_prev + b * H, tl);
+        }
+        emit_output(y_t + b * H, h_new + b * H, tl, act);
+      }
+    }
+  });
+
+  std::copy(hs.last(seq), hs.last(seq) + B * H, h_n);
+}
+
+template <typename T>
+void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, const T* h0,
+                  const RnnWeights<T>& w, const RnnCache<T>& cache, const RnnShape& s) {
+  const Index Tn = s.T, B = s.B, I = s.I, H = s.H, TB = Tn * B;
+  const Seq seq{Tn, B, s.reverse, s.lengths};
+  const Index ntiles = tile_count(H);
+
+  std::vector<T> dg(static_cast<size_t>(TB * H));
+  std::vector<T> ring_dh(2 * B * H, T(0));
+  if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
+
+  const int nth = region_threads(double(B) * H * (H + I));
+#pragma omp parallel num_threads(nth)
+  {
+    for (Index k = Tn - 1; k >= 0; --k) {
+      const Index t = seq.time(k);
+      const Index step = Tn - 1 - k;
+      const T* dh_in = ring_dh.data() + (step % 2) * B * H;
+      T* dh_out = ring_dh.data() + ((step + 1) % 2) * B * H;
+      T* dg_t = dg.data() + t * B * H;
+      const T* dy_t = dy != nullptr ? dy + t * B * H : nullptr;
+#pragma omp for schedule(static)
+      for (Index tile = 0; tile < ntiles; ++tile) {
+        const Tile tl = tile_at(tile, H);
+        const Index n = tl.size();
+        for (Index b = 0; b < B; ++b) {
+          ArrMap<T> d(dg_t + b * H + tl.lo, n);
+          if (!seq.active(t, b)) {
+            d.setZero();
+            continue;
+          }
+          d = ConstArrMap<T>(dh_in + b * H + tl.lo, n);
+          if (dy_t != nullptr) d += ConstArrMap<T>(dy_t + b * H + tl.lo, n);
+          times_derivative<T>(d, ConstArrMap<T>(cache.h + (t * B + b) * H + tl.lo, n), s.act);
+        }
+      }
+      recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w.w_hh, H, H, seq, t, false);
+    }
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w.w_ih, TB, I, H);
+    prev_state_weight_grad<T>(g.dw_hh, dg.data(), H, H, cache.h, h0, H, seq);
+  }
+
+  std::copy(g.db_ih, g.db_ih + H, g.db_hh);
+  const T* dh_final = ring_dh.data() + (Tn % 2) * B * H;
+  std::copy(dh_final, dh_final + B * H, g.dh0);
+}
+
+#define RNNFAST_INSTANTIATE(T)                                                                  \
+  template void rnn_forward<T>(T*, T*, const RnnCache<T>&, const T*, const T*,                 \
+                               const RnnWeights<T>&, const RnnShape&);                         \
+  template void rnn_backward<T>(const RnnGrads<T>&, const T*, const T*, const T*, const T*,    \
+                                const RnnWeights<T>&, const RnnCache<T>&, const RnnShape&);
+RNNFAST_INSTANTIATE(float)
+RNNFAST_INSTANTIATE(double)
+#undef RNNFAST_INSTANTIATE
+
+}  // namespace rnnfast

@@ -1,0 +1,182 @@
+// Building blocks shared by the LSTM, GRU and RNN kernels: the chunked input projection, the
+// per-tile packing of the recurrent weights, the inactive-row bookkeeping and the gradient GEMMs
+// formed after the backward time loop. All par_* / omp-for helpers must be called by every thread
+// of the kernel's parallel region.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "parallel.h"
+
+namespace rnnfast {
+
+// Steps per chunk of the input projection: enough rows for an efficient GEMM, bounded memory.
+// Depends only on (T, B), so training and inference project identically.
+constexpr Index kChunkRows = 256;
+inline Index chunk_steps(Index T, Index B) {
+  Index c = (kChunkRows + B - 1) / B;
+  return c < T ? c : T;
+}
+
+// dst (rows, GH) = x (rows, I) w_ih^T + b_ih. Ends with a barrier.
+template <typename T>
+void project_inputs(T* dst, const T* x, const T* w_ih, const T* b_ih, Index rows, Index I,
+                    Index GH) {
+  par_gemm_nt<T>(rows, GH, I, x, I, w_ih, I, false, dst, GH);
+  if (b_ih != nullptr) {
+#pragma omp for schedule(static)
+    for (Index r = 0; r < rows; ++r) {
+      ArrMap<T>(dst + r * GH, GH) += ConstArrMap<T>(b_ih, GH);
+    }
+  }
+}
+
+// Where each step's previous and new state live: the cache when training (states saved in time
+// order), else two ring buffers of (B, W).
+template <typename T>
+struct StateSlots {
+  T* saved;      // (T, B, W) or null
+  T* ring;       // (2, B, W), used when saved is null
+  const T* s0;   // (B, W) initial state
+  Index W;
+
+  const T* prev(const Seq& s, Index k, Index t) const {
+    if (saved != nullptr) return s.prev_state<T>(saved, s0, t, W);
+    return k == 0 ? s0 : ring + ((k - 1) % 2) * s.B * W;
+  }
+  T* next(const Seq& s, Index k, Index t) const {
+    return saved != nullptr ? saved + t * s.B * W : ring + (k % 2) * s.B * W;
+  }
+  const T* last(const Seq& s) const {
+    return saved != nullptr ? saved + s.last_time() * s.B * W : ring + ((s.T - 1) % 2) * s.B * W;
+  }
+};
+
+// The forward time loop shared by the cells: for each chunk of steps, one GEMM projects the inputs
+// into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` otherwise, then
+// step(k, t, a_t) runs for each step with a_t (B, GH) the projected inputs of time t.
+template <typename T, typename Step>
+void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const T* w_ih, const T* b_ih,
+                  Index I, Index GH, Step&& step) {
+  const Index Tc = chunk_steps(s.T, s.B);
+  for (Index k0 = 0; k0 < s.T; k0 += Tc) {
+    const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
+    const Index t_lo = s.reverse ? s.T - k1 : k0;
+    T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
+    project_inputs<T>(xp, x + t_lo * s.B * I, w_ih, b_ih, (k1 - k0) * s.B, I, GH);
+    for (Index k = k0; k < k1; ++k) {
+      const Index t = s.time(k);
+      step(k, t, xp + (t - t_lo) * s.B * GH);
+    }
+  }
+}
+
+// Recurrent weights w (G*H, K) repacked so that tile k is one contiguous (G*tile, K) block with
+// rows [gate 0 units of the tile, gate 1 units, ...]: one GEMM per tile gives every gate of its units.
+// Tile k starts at row G * kTileUnits * k of the packed matrix.
+template <typename T>
+std::vector<T> pack_gate_tiles(const T* w, Index G, Index H, Index K) {
+  std::vector<T> packed(static_cast<size_t>(G * H * K));
+  for (Index k = 0; k < tile_count(H); ++k) {
+    const Tile tl = tile_at(k, H);
+    T* dst = packed.data() + G * tl.lo * K;
+    for (Index g = 0; g < G; ++g)
+      for (Index j = tl.lo; j < tl.hi; ++j, dst += K)
+        std::memcpy(dst, w + (g * H + j) * K, sizeof(T) * K);
+  }
+  return packed;
+}
+
+// out (B, G*tile) = h (B, K) * packed tile^T  for the tile's units.
+template <typename T>
+inline void tile_recurrent_gemm(T* out, const T* h, const T* packed, Index G, Index K, Index B,
+                                Tile tl, Index gate_rows_begin = 0, Index gate_rows_count = -1) {
+  const Index n = tl.size();
+  const Index gc = gate_rows_count < 0 ? G : gate_rows_count;
+  const T* w = packed + (G * tl.lo + gate_rows_begin * n) * K;
+  gemm_nt<T>(B, gc * n, K, h, K, w, K, false, out + gate_rows_begin * n, G * n);
+}
+
+// dst[lo:hi] = src[lo:hi] for the units of a tile.
+template <typename T>
+inline void copy_units(T* dst, const T* src, Tile tl) {
+  ArrMap<T>(dst + tl.lo, tl.size()) = ConstArrMap<T>(src + tl.lo, tl.size());
+}
+
+// y[lo:hi] = h[lo:hi] for an active row, 0 for an inactive one (the output past a sequence's end).
+template <typename T>
+inline void emit_output(T* y, const T* h, Tile tl, bool active) {
+  if (y == h) return;  // the cache's states are the output itself
+  if (active) copy_units(y, h, tl);
+  else ArrMap<T>(y + tl.lo, tl.size()).setZero();
+}
+
+// Per-tile scratch: tile k owns B * G * kTileUnits elements.
+template <typename T>
+inline T* tile_scratch(std::vector<T>& buf, Index k, Index B, Index G) {
+  return buf.data() + k * B * G * kTileUnits;
+}
+
+// Bias gradient: db (N,) = column sums of g (rows, ld) restricted to columns [0, N).
+// Parallel over columns, rows summed in order: deterministic.
+template <typename T>
+void column_sums(T* db, const T* g, Index rows, Index N, Index ld) {
+  const Index nt = (N + kGemmTileN - 1) / kGemmTileN;
+#pragma omp for schedule(static)
+  for (Index k = 0; k < nt; ++k) {
+    const Index n0 = k * kGemmTileN, n1 = std::min(N, n0 + kGemmTileN);
+    ArrMap<T> acc(db + n0, n1 - n0);
+    acc.setZero();
+    for (Index r = 0; r < rows; ++r) acc += ConstArrMap<T>(g + r * ld + n0, n1 - n0);
+  }
+}
+
+// dw (R, K) = sum_t dg[t]^T prev_state(t), with dg (T, B, ldg) restricted to R columns and the
+// previous states read from the saved states (T, B, K) and s0 (B, K) as Seq says.
+template <typename T>
+void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* states, const T* s0,
+                            Index K, const Seq& s) {
+  // Rows are grouped into two GEMMs: the first processed step reads s0, the others read
+  // `states` shifted by one step, which is one contiguous block.
+  const Index B = s.B, T_ = s.T;
+  const Index t_first = s.reverse ? T_ - 1 : 0;
+  par_gemm_tn<T>(R, K, B, dg + t_first * B * ldg, ldg, s0, K, false, dw, K);
+  if (T_ > 1) {
+    const T* g_rest = s.reverse ? dg : dg + B * ldg;
+    const T* h_rest = s.reverse ? states + B * K : states;
+    par_gemm_tn<T>(R, K, (T_ - 1) * B, g_rest, ldg, h_rest, K, true, dw, K);
+  }
+}
+
+
+// Backward through the recurrent GEMM for time t: dh_out (B, P) (+)= dg_t (B, R) w (R, P), by
+// tiles of P. Without `accumulate`, rows inactive at t carry dh_in unchanged (their dg rows are 0);
+// with it, the caller has already put the direct term (or dh_in) into dh_out. Ends with a barrier.
+template <typename T>
+void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, const T* w, Index R,
+                        Index P, const Seq& s, Index t, bool accumulate) {
+#pragma omp for schedule(static)
+  for (Index tile = 0; tile < tile_count(P); ++tile) {
+    const Tile tl = tile_at(tile, P);
+    gemm_nn<T>(s.B, tl.size(), R, dg_t, ldg, w + tl.lo, P, accumulate, dh_out + tl.lo, P);
+    if (accumulate) continue;
+    for (Index b = 0; b < s.B; ++b)
+      if (!s.active(t, b))
+        ArrMap<T>(dh_out + b * P + tl.lo, tl.size()) =
+            ConstArrMap<T>(dh_in + b * P + tl.lo, tl.size());
+  }
+}
+
+// After the time loop: dx (TB, I) = dg w_ih, dw_ih (GH, I) = dg^T x, db_ih = column sums of dg.
+template <typename T>
+void input_grads(T* dx, T* dw_ih, T* db_ih, const T* dg, const T* x, const T* w_ih, Index TB,
+                 Index I, Index GH) {
+  par_gemm_nn<T>(TB, I, GH, dg, GH, w_ih, I, false, dx, I);
+  par_gemm_tn<T>(GH, I, TB, dg, GH, x, I, false, dw_ih, I);
+  column_sums<T>(db_ih, dg, TB, GH, GH);
+}
+
+}  // namespace rnnfast
