@@ -1,5 +1,30 @@
-"""rnnfast: fused LSTM, GRU and RNN kernels for CPUs, with a NumPy reference."""
+"""rnnfast: fused LSTM, GRU and vanilla-RNN kernels for CPUs (C++, Eigen, OpenMP), a NumPy
+reference that defines what correct means, and layers with PyTorch's weight layout.
 
-from rnnfast._core import build_info, get_num_threads, set_num_threads
+Quick start::
 
-__version__ = build_info()["version"]
+    import numpy as np, rnnfast
+    lstm = rnnfast.LSTM(input_size=8, hidden_size=16, num_layers=2, bidirectional=True, seed=0)
+    y, (h, c) = lstm(np.random.rand(10, 4, 8).astype(np.float32))   # (T, B, I) -> (T, B, 2*16)
+"""
+
+from . import reference
+from ._core import build_info, get_num_threads, set_num_threads
+from .cells import gru_cell, lstm_cell, rnn_cell
+from .layers import GRU, LSTM, RNN
+
+__version__: str = build_info()["version"]
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "__version__",
+    "build_info",
+    "get_num_threads",
+    "gru_cell",
+    "lstm_cell",
+    "reference",
+    "rnn_cell",
+    "set_num_threads",
+]

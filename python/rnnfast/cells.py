@@ -1,0 +1,102 @@
+"""Drop-in single-step cells for NumPy code, with torch.nn.LSTMCell / GRUCell / RNNCell semantics
+and weights. Each call is one fused kernel step (a T = 1 sequence) in C++.
+
+``x`` is [B, I] or [I] (then ``h``, ``c`` and the results are [H]); float32 or float64, the result
+has the dtype of ``x`` (other float dtypes are converted, see ``rnnfast._convert``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._convert import as_float, as_optional_float, compute_dtype
+
+__all__ = ["lstm_cell", "gru_cell", "rnn_cell"]
+
+
+def _step_inputs(x: Any, states: dict[str, Any], weights: dict[str, Any]):
+    """Convert a cell call's arrays; return (x [1, B, I], states [B, *], weights, unbatched)."""
+    dtype = compute_dtype("x", x)
+    xa = as_float("x", x, dtype)
+    if xa.ndim not in (1, 2):
+        raise ValueError(f"x: expected a 1-D (I,) or 2-D (B, I) array, got shape {xa.shape}")
+    unbatched = xa.ndim == 1
+    out_states = {}
+    for name, value in states.items():
+        s = as_float(name, value, dtype)
+        if s.ndim != xa.ndim:
+            want = "1-D (H,)" if unbatched else "2-D (B, H)"
+            raise ValueError(f"{name}: expected a {want} array like x, got shape {s.shape}")
+        out_states[name] = s[None] if unbatched else s
+    out_weights = {name: as_optional_float(name, value, dtype) for name, value in weights.items()}
+    return (xa[None, None] if unbatched else xa[None]), out_states, out_weights, unbatched
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One LSTM step, as torch.nn.LSTMCell.
+
+    Parameters
+    ----------
+    x : [B, I] or [I]
+    h, c : [B, H] or [H]
+    w_ih : [4H, I], rows in gate order i, f, g, o
+    w_hh : [4H, H]
+    b_ih, b_hh : [4H] or None
+
+    Returns
+    -------
+    (h_new, c_new) : [B, H] or [H] each
+    """
+    x3, s, w, unbatched = _step_inputs(x, {"h": h, "c": c},
+                                       {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    _, h_n, c_n, _ = _core.lstm_forward(x3, s["h"], s["c"], w["w_ih"], w["w_hh"], w["b_ih"],
+                                        w["b_hh"])
+    return (h_n[0], c_n[0]) if unbatched else (h_n, c_n)
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, linear_before_reset=True):
+    """One GRU step, as torch.nn.GRUCell (``linear_before_reset=False``: Cho et al. 2014's form).
+
+    Parameters
+    ----------
+    x : [B, I] or [I]
+    h : [B, H] or [H]
+    w_ih : [3H, I], rows in gate order r, z, n
+    w_hh : [3H, H]
+    b_ih, b_hh : [3H] or None
+
+    Returns
+    -------
+    h_new : [B, H] or [H]
+    """
+    x3, s, w, unbatched = _step_inputs(x, {"h": h},
+                                       {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    _, h_n, _ = _core.gru_forward(x3, s["h"], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
+                                  linear_before_reset=bool(linear_before_reset))
+    return h_n[0] if unbatched else h_n
+
+
+def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """One Elman RNN step, as torch.nn.RNNCell.
+
+    Parameters
+    ----------
+    x : [B, I] or [I]
+    h : [B, H] or [H]
+    w_ih : [H, I]
+    w_hh : [H, H]
+    b_ih, b_hh : [H] or None
+    nonlinearity : "tanh" or "relu"
+
+    Returns
+    -------
+    h_new : [B, H] or [H]
+    """
+    x3, s, w, unbatched = _step_inputs(x, {"h": h},
+                                       {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    _, h_n, _ = _core.rnn_forward(x3, s["h"], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
+                                  nonlinearity=nonlinearity)
+    return h_n[0] if unbatched else h_n

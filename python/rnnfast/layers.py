@@ -1,0 +1,465 @@
+"""Recurrent layers with torch.nn.LSTM / GRU / RNN's arguments, shapes and weights, in NumPy.
+
+The problem is factored as PyTorch factors it: a *cell kind* (LSTM, GRU, RNN) says which kernel runs
+one direction of one layer over the whole sequence; a *direction* is one kernel call (reversed for
+the backward direction, whose outputs come back in time order); the *stack* loops over layers,
+merging the two directions and applying dropout between layers. Training is built in: a forward in
+training mode saves what ``backward`` needs, and ``backward`` accumulates every parameter gradient
+into ``grads``.
+
+The kernels come from ``rnnfast._core`` (``backend="core"``, the default) or from the NumPy
+reference ``rnnfast.reference`` (``backend="reference"``): both have the same functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _core, reference
+from ._convert import as_float, as_lengths, compute_dtype
+
+__all__ = ["LSTM", "GRU", "RNN"]
+
+_BACKENDS = {"core": _core, "reference": reference}
+_MERGE_MODES = ("concat", "sum", "ave", "mul")
+
+# Short (kernel) parameter names -> PyTorch's state_dict prefixes.
+_TORCH_NAMES = {
+    "w_ih": "weight_ih",
+    "w_hh": "weight_hh",
+    "b_ih": "bias_ih",
+    "b_hh": "bias_hh",
+    "w_hr": "weight_hr",
+    "w_peep": "weight_peephole",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Cell kinds: which kernel, which parameters, which states.
+
+class _LstmKind:
+    gates = 4
+    state_names = ("h", "c")
+
+    def __init__(self, proj_size: int, peephole: bool, coupled: bool):
+        self.proj_size, self.peephole, self.coupled = proj_size, peephole, coupled
+
+    def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
+        P = self.proj_size or H
+        shapes = {"w_ih": (4 * H, input_size), "w_hh": (4 * H, P)}
+        if bias:
+            shapes.update(b_ih=(4 * H,), b_hh=(4 * H,))
+        if self.proj_size:
+            shapes["w_hr"] = (P, H)
+        if self.peephole:
+            shapes["w_peep"] = (3, H)
+        return shapes
+
+    def state_widths(self, H: int) -> tuple[int, ...]:
+        return (self.proj_size or H, H)
+
+    def forward(self, k, x, s0, p, reverse, lengths, training):
+        y, h_n, c_n, cache = k.lstm_forward(
+            x, s0[0], s0[1], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
+            w_hr=p.get("w_hr"), w_peep=p.get("w_peep"), coupled=self.coupled, reverse=reverse,
+            lengths=lengths, training=training)
+        return y, (h_n, c_n), cache
+
+    def backward(self, k, dy, ds_n, x, s0, p, cache, reverse, lengths):
+        g = k.lstm_backward(
+            dy, ds_n[0], ds_n[1], x, s0[0], s0[1], p["w_ih"], p["w_hh"], cache,
+            w_hr=p.get("w_hr"), w_peep=p.get("w_peep"), coupled=self.coupled, reverse=reverse,
+            lengths=lengths)
+        return g["dx"], (g["dh0"], g["dc0"]), g
+
+
+class _GruKind:
+    gates = 3
+    state_names = ("h",)
+
+    def __init__(self, linear_before_reset: bool):
+        self.linear_before_reset = linear_before_reset
+
+    def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
+        shapes = {"w_ih": (3 * H, input_size), "w_hh": (3 * H, H)}
+        if bias:
+            shapes.update(b_ih=(3 * H,), b_hh=(3 * H,))
+        return shapes
+
+    def state_widths(self, H: int) -> tuple[int, ...]:
+        return (H,)
+
+    def forward(self, k, x, s0, p, reverse, lengths, training):
+        y, h_n, cache = k.gru_forward(
+            x, s0[0], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
+            linear_before_reset=self.linear_before_reset, reverse=reverse, lengths=lengths,
+            training=training)
+        return y, (h_n,), cache
+
+    def backward(self, k, dy, ds_n, x, s0, p, cache, reverse, lengths):
+        g = k.gru_backward(dy, ds_n[0], x, s0[0], p["w_ih"], p["w_hh"], cache,
+                           linear_before_reset=self.linear_before_reset, reverse=reverse,
+                           lengths=lengths)
+        return g["dx"], (g["dh0"],), g
+
+
+class _RnnKind:
+    gates = 1
+    state_names = ("h",)
+
+    def __init__(self, nonlinearity: str):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+
+    def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
+        shapes = {"w_ih": (H, input_size), "w_hh": (H, H)}
+        if bias:
+            shapes.update(b_ih=(H,), b_hh=(H,))
+        return shapes
+
+    def state_widths(self, H: int) -> tuple[int, ...]:
+        return (H,)
+
+    def forward(self, k, x, s0, p, reverse, lengths, training):
+        y, h_n, cache = k.rnn_forward(
+            x, s0[0], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
+            nonlinearity=self.nonlinearity, reverse=reverse, lengths=lengths, training=training)
+        return y, (h_n,), cache
+
+    def backward(self, k, dy, ds_n, x, s0, p, cache, reverse, lengths):
+        g = k.rnn_backward(dy, ds_n[0], x, s0[0], p["w_ih"], p["w_hh"], cache,
+                           nonlinearity=self.nonlinearity, reverse=reverse, lengths=lengths)
+        return g["dx"], (g["dh0"],), g
+
+
+# ----------------------------------------------------------------------------------------------
+# Merging the two directions of a bidirectional layer.
+
+def _merge(mode: str, ys: list[np.ndarray]) -> np.ndarray:
+    if len(ys) == 1:
+        return ys[0]
+    if mode == "concat":
+        return np.concatenate(ys, axis=-1)
+    if mode == "sum":
+        return ys[0] + ys[1]
+    if mode == "ave":
+        return (ys[0] + ys[1]) * ys[0].dtype.type(0.5)
+    return ys[0] * ys[1]
+
+
+def _merge_backward(mode: str, dout: np.ndarray, ys: list[np.ndarray]) -> list[np.ndarray]:
+    """Split the gradient of a merged output into one gradient per direction."""
+    if len(ys) == 1:
+        return [dout]
+    if mode == "concat":
+        w = ys[0].shape[-1]
+        return [np.ascontiguousarray(dout[..., :w]), np.ascontiguousarray(dout[..., w:])]
+    if mode == "sum":
+        return [dout, dout]
+    if mode == "ave":
+        half = dout * dout.dtype.type(0.5)
+        return [half, half]
+    return [dout * ys[1], dout * ys[0]]
+
+
+# ----------------------------------------------------------------------------------------------
+# The stack.
+
+class _RecurrentLayer:
+    """Shared machinery of LSTM, GRU and RNN: parameters, the stack, training, state_dict."""
+
+    def __init__(self, kind, input_size: int, hidden_size: int, num_layers: int, bias: bool,
+                 batch_first: bool, dropout: float, bidirectional: bool, merge_mode: str,
+                 dtype: Any, seed: int | None, backend: str):
+        for name, value, low in (("input_size", input_size, 1), ("hidden_size", hidden_size, 1),
+                                 ("num_layers", num_layers, 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"merge_mode: expected one of {_MERGE_MODES}, got {merge_mode!r}")
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend: expected one of {tuple(_BACKENDS)}, got {backend!r}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
+        self._kind = kind
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
+        self.bidirectional, self.merge_mode = bool(bidirectional), merge_mode
+        self.num_directions = 2 if bidirectional else 1
+        self.backend = backend
+        self._kernels = _BACKENDS[backend]
+        self.training = True
+        init_seq, drop_seq = np.random.SeedSequence(seed).spawn(2)
+        self._dropout_rng = np.random.default_rng(drop_seq)
+        self._saved: dict[str, Any] | None = None
+
+        # Parameters, in PyTorch's order and with its names and initialisation.
+        init_rng = np.random.default_rng(init_seq)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self._params: dict[str, np.ndarray] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        for layer in range(self.num_layers):
+            for d in range(self.num_directions):
+                for short, shape in kind.param_shapes(self._layer_input_size(layer),
+                                                      self.hidden_size, self.bias).items():
+                    name = self._param_name(short, layer, d)
+                    self._shapes[name] = shape
+                    self._params[name] = init_rng.uniform(-bound, bound, shape).astype(self.dtype)
+        self.grads = {name: np.zeros_like(p) for name, p in self._params.items()}
+
+    # -- sizes and names -----------------------------------------------------------------------
+    @property
+    def output_size(self) -> int:
+        """The width of one direction's output, H_out."""
+        widths = self._kind.state_widths(self.hidden_size)
+        return widths[0]
+
+    def _layer_input_size(self, layer: int) -> int:
+        if layer == 0:
+            return self.input_size
+        D = self.num_directions if self.merge_mode == "concat" else 1
+        return D * self.output_size
+
+    @staticmethod
+    def _param_name(short: str, layer: int, d: int) -> str:
+        return f"{_TORCH_NAMES[short]}_l{layer}" + ("_reverse" if d == 1 else "")
+
+    def _direction_params(self, layer: int, d: int) -> dict[str, np.ndarray]:
+        shapes = self._kind.param_shapes(self._layer_input_size(layer), self.hidden_size, self.bias)
+        return {short: self._params[self._param_name(short, layer, d)] for short in shapes}
+
+    # -- modes, parameters ---------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        if not self.training:
+            self._saved = None
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The live parameter arrays (an optimiser updates them in place), PyTorch's names."""
+        return self._params
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters under PyTorch's names (``weight_ih_l0``, ...)."""
+        return {name: p.copy() for name, p in self._params.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load parameters from any mapping of array-likes (torch tensors too). Names and shapes are
+        checked first; on any error nothing is changed."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state).__name__}")
+        unexpected = sorted(set(state) - set(self._params))
+        missing = sorted(set(self._params) - set(state))
+        if unexpected or missing:
+            raise KeyError(f"state_dict: unexpected keys {unexpected}, missing keys {missing}")
+        staged = {}
+        for name, shape in self._shapes.items():
+            a = as_float(name, state[name], self.dtype)
+            if a.shape != shape:
+                raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+            staged[name] = a
+        for name, a in staged.items():
+            self._params[name][...] = a
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def _sequence(self, x: Any) -> np.ndarray:
+        """x as a C-contiguous (T, B, I) array of the layer's dtype."""
+        compute_dtype("x", x)  # refuses non-float input with a TypeError
+        xa = as_float("x", x, self.dtype)
+        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        if xa.ndim != 3 or xa.shape[2] != self.input_size or 0 in xa.shape:
+            raise ValueError(f"x: expected a non-empty 3-D array {layout} with input_size = "
+                             f"{self.input_size}, got shape {xa.shape}")
+        return np.ascontiguousarray(xa.transpose(1, 0, 2)) if self.batch_first else xa
+
+    def _state_shapes(self, B: int) -> list[tuple[int, int, int]]:
+        n = self.num_layers * self.num_directions
+        return [(n, B, w) for w in self._kind.state_widths(self.hidden_size)]
+
+    def _states(self, name: str, value: Any, B: int) -> list[np.ndarray]:
+        """A state argument (None, h, or (h, c) for an LSTM) as a list of (L*D, B, width) arrays."""
+        shapes = self._state_shapes(B)
+        if value is None:
+            return [np.zeros(s, self.dtype) for s in shapes]
+        parts = value if len(shapes) > 1 else (value,)
+        if len(shapes) > 1 and (not isinstance(value, (tuple, list)) or len(value) != len(shapes)):
+            raise TypeError(f"{name}: expected a tuple (h, c), got {type(value).__name__}")
+        out = []
+        for k, (part, shape) in enumerate(zip(parts, shapes)):
+            label = f"{name}[{k}]" if len(shapes) > 1 else name
+            a = as_float(label, part, self.dtype)
+            if a.shape != shape:
+                raise ValueError(f"{label}: expected shape {shape}, got {a.shape}")
+            out.append(a)
+        return out
+
+    def _pack_states(self, states: list[np.ndarray]):
+        return tuple(states) if len(states) > 1 else states[0]
+
+    # -- forward / backward ----------------------------------------------------------------------
+    def __call__(self, x, state=None, lengths=None):
+        return self.forward(x, state, lengths)
+
+    def forward(self, x, state=None, lengths=None):
+        """Run the layer.
+
+        Parameters
+        ----------
+        x : [T, B, input_size], or [B, T, input_size] with batch_first
+        state : None (zeros), or h [D*L, B, H_out] (GRU, RNN), or (h, c) with c [D*L, B, H] (LSTM)
+        lengths : None, or ints [B] with 1 <= lengths[b] <= T: the valid steps of each sequence
+
+        Returns
+        -------
+        output : [T, B, D*H_out] (concat) or [T, B, H_out] (sum, ave, mul); batch-first likewise.
+            Zero past each sequence's end.
+        state : the final state, structured like ``state``, taken at each sequence's last step.
+        """
+        xs = self._sequence(x)
+        T, B, _ = xs.shape
+        lens = as_lengths(lengths)
+        if lens is not None:
+            if lens.shape != (B,):
+                raise ValueError(f"lengths: expected shape ({B},), got {lens.shape}")
+            if lens.min() < 1 or lens.max() > T:
+                raise ValueError(f"lengths: expected values in [1, {T}], got values in "
+                                 f"[{lens.min()}, {lens.max()}]")
+        s0 = self._states("state", state, B)
+        training = self.training
+        D, k = self.num_directions, self._kernels
+        finals = [np.empty(s.shape, self.dtype) for s in s0]
+        saved_layers = []
+        inp = xs
+        for layer in range(self.num_layers):
+            ys, caches, s0s = [], [], []
+            for d in range(D):
+                idx = layer * D + d
+                s0_d = tuple(s[idx] for s in s0)
+                y, s_n, cache = self._kind.forward(k, inp, s0_d, self._direction_params(layer, d),
+                                                   d == 1, lens, training)
+                for f, s in zip(finals, s_n):
+                    f[idx] = s
+                ys.append(y)
+                caches.append(cache)
+                s0s.append(s0_d)
+            out = _merge(self.merge_mode, ys)
+            mask = None
+            if training and self.dropout > 0 and layer < self.num_layers - 1:
+                keep = self._dropout_rng.random(out.shape) >= self.dropout
+                mask = keep.astype(self.dtype) / self.dtype.type(1.0 - self.dropout)
+                out = out * mask
+            if training:
+                saved_layers.append({"x": inp, "s0": s0s, "caches": caches, "ys": ys, "mask": mask})
+            inp = out
+        self._saved = {"layers": saved_layers, "lengths": lens, "B": B, "T": T} if training else None
+        if training and any(inp is y for y in saved_layers[-1]["ys"]):
+            inp = inp.copy()  # the kernel's output doubles as its cache: hand the user a copy
+        output = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
+        return output, self._pack_states(finals)
+
+    def backward(self, grad_output, grad_state=None):
+        """Backpropagate through the last training-mode forward; accumulate into ``grads``.
+
+        Parameters
+        ----------
+        grad_output : gradient of the loss w.r.t. the forward's output, same shape
+        grad_state : None (zeros), or the gradient w.r.t. the final state, structured like it
+
+        Returns
+        -------
+        grad_x : like x
+        grad_state0 : the gradient w.r.t. the initial state, structured like the state
+        """
+        if not self.training:
+            raise RuntimeError("backward: the layer is in eval mode; call train() and run a forward first")
+        if self._saved is None:
+            raise RuntimeError("backward: no training-mode forward to backpropagate through")
+        saved = self._saved
+        T, B, lens = saved["T"], saved["B"], saved["lengths"]
+        D, k = self.num_directions, self._kernels
+        width = (D if self.merge_mode == "concat" else 1) * self.output_size
+        dout = as_float("grad_output", grad_output, self.dtype)
+        want = (B, T, width) if self.batch_first else (T, B, width)
+        if dout.shape != want:
+            raise ValueError(f"grad_output: expected shape {want}, got {dout.shape}")
+        if self.batch_first:
+            dout = np.ascontiguousarray(dout.transpose(1, 0, 2))
+        ds_n = self._states("grad_state", grad_state, B)
+        ds_0 = [np.empty(s.shape, self.dtype) for s in ds_n]
+        for layer in reversed(range(self.num_layers)):
+            rec = saved["layers"][layer]
+            if rec["mask"] is not None:
+                dout = dout * rec["mask"]
+            dys = _merge_backward(self.merge_mode, dout, rec["ys"])
+            dx = None
+            for d in range(D):
+                idx = layer * D + d
+                p = self._direction_params(layer, d)
+                dx_d, ds0_d, g = self._kind.backward(
+                    k, dys[d], tuple(s[idx] for s in ds_n), rec["x"], rec["s0"][d], p,
+                    rec["caches"][d], d == 1, lens)
+                for short in p:
+                    self.grads[self._param_name(short, layer, d)] += g["d" + short]
+                for dst, src in zip(ds_0, ds0_d):
+                    dst[idx] = src
+                dx = dx_d if dx is None else dx + dx_d
+            dout = dx
+        grad_x = np.ascontiguousarray(dout.transpose(1, 0, 2)) if self.batch_first else dout
+        return grad_x, self._pack_states(ds_0)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers="
+                f"{self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype}, "
+                f"backend={self.backend!r})")
+
+
+class LSTM(_RecurrentLayer):
+    """Multi-layer LSTM, as torch.nn.LSTM, plus peephole and coupled-gate variants (ONNX semantics)
+    and a merge mode for bidirectional outputs. See ``_RecurrentLayer.forward`` for shapes."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, peephole=False, coupled=False,
+                 merge_mode="concat", dtype=np.float32, seed=None, backend="core"):
+        if not isinstance(proj_size, (int, np.integer)) or proj_size < 0 or proj_size >= hidden_size:
+            raise ValueError(f"proj_size: expected an integer in [0, hidden_size = {hidden_size}), "
+                             f"got {proj_size!r}")
+        self.proj_size, self.peephole, self.coupled = int(proj_size), bool(peephole), bool(coupled)
+        super().__init__(_LstmKind(self.proj_size, self.peephole, self.coupled), input_size,
+                         hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         merge_mode, dtype, seed, backend)
+
+
+class GRU(_RecurrentLayer):
+    """Multi-layer GRU, as torch.nn.GRU; ``linear_before_reset=False`` gives Cho et al. 2014's
+    candidate (ONNX linear_before_reset=0, Keras reset_after=False)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, linear_before_reset=True, merge_mode="concat",
+                 dtype=np.float32, seed=None, backend="core"):
+        self.linear_before_reset = bool(linear_before_reset)
+        super().__init__(_GruKind(self.linear_before_reset), input_size, hidden_size, num_layers,
+                         bias, batch_first, dropout, bidirectional, merge_mode, dtype, seed, backend)
+
+
+class RNN(_RecurrentLayer):
+    """Multi-layer Elman RNN with tanh or relu, as torch.nn.RNN."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, merge_mode="concat",
+                 dtype=np.float32, seed=None, backend="core"):
+        self.nonlinearity = nonlinearity
+        super().__init__(_RnnKind(nonlinearity), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, merge_mode, dtype, seed, backend)
