@@ -1,0 +1,188 @@
+"""rnnfast._core against the NumPy reference, tensor by tensor.
+
+Every cell variant x dtype x shape (B = 1, T = 1, sizes that are not multiples of the SIMD width)
+x direction x full or ragged batch: y, h_n, c_n, every cache field and every gradient, each in its
+own assertion. float32 kernels are compared with the reference run in float64 on the same
+(float32-representable) inputs. Then the kernels' own promises: read-only cache, inference
+without a cache, None arguments, exact zeros, and results independent of the thread count.
+"""
+
+import copy
+import importlib
+
+import numpy as np
+import pytest
+
+from rnnfast import reference as ref
+
+SHAPES = [(1, 1, 3, 5), (7, 3, 5, 9), (13, 4, 17, 33), (5, 16, 64, 64)]  # (T, B, I, H)
+SHAPE = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
+DTYPE = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+DIRECTIONS = pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+RAGGED = pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+
+
+@pytest.fixture(scope="module")
+def core():
+    """rnnfast._core. Failing to import it is an error, never a skip: these tests need it."""
+    return importlib.import_module("rnnfast._core")
+
+
+@pytest.fixture
+def keep_threads(core):
+    """Restore the kernels' thread count after the test."""
+    n = core.get_num_threads()
+    yield
+    core.set_num_threads(n)
+
+
+def _run(module, case, **overrides):
+    """Forward (training) and backward of ``case`` on ``module``: (outputs, cache, grads)."""
+    outputs, cache = case.forward(module, **overrides)
+    return outputs, cache, case.backward(module, cache)
+
+
+def _assert_runs_close(got, expected, dtype, label, assert_close):
+    """Compare two ``_run`` results tensor by tensor: names, dtypes, then values."""
+    for kind, prefix, got_tensors, expected_tensors in [
+            ("forward", "", got[0], expected[0]),
+            ("forward", "cache ", got[1], expected[1]),
+            ("backward", "", got[2], expected[2])]:
+        assert got_tensors.keys() == expected_tensors.keys(), f"{label} {prefix}names"
+        for name, a in expected_tensors.items():
+            assert got_tensors[name].dtype == dtype, f"{label} {prefix}{name} dtype"
+            assert_close(got_tensors[name], a, dtype, kind, f"{label} {prefix}{name}")
+
+
+def _assert_all_equal(got, expected, what):
+    assert got.keys() == expected.keys(), what
+    for name, a in expected.items():
+        np.testing.assert_array_equal(got[name], a, err_msg=f"{what} {name}")
+
+
+@RAGGED
+@DIRECTIONS
+@SHAPE
+@DTYPE
+def test_core_matches_reference(core, variant, dtype, shape, reverse, ragged, make_case,
+                                assert_close):
+    case = make_case(variant, *shape, dtype=dtype, reverse=reverse, ragged=ragged, x_scale=2.0)
+    _assert_runs_close(_run(core, case), _run(ref, case.astype(np.float64)), dtype, variant.id,
+                       assert_close)
+
+
+@RAGGED
+@DIRECTIONS
+def test_core_backward_reads_the_reference_cache(core, variant, reverse, ragged, make_case,
+                                                 assert_close):
+    """The cache fields mean what SPEC.md says: the kernels' backward runs on the reference's."""
+    case = make_case(variant, 7, 3, 5, 9, reverse=reverse, ragged=ragged, x_scale=2.0)
+    _, cache = case.forward(ref)
+    expected = case.backward(ref, cache)
+    got = case.backward(core, cache)
+    assert got.keys() == expected.keys()
+    for name, a in expected.items():
+        assert_close(got[name], a, np.float64, "backward", f"{variant.id} {name}")
+
+
+@RAGGED
+@DTYPE
+def test_core_backward_twice_is_identical_and_leaves_inputs_alone(core, variant, dtype, ragged,
+                                                                  make_case):
+    case = make_case(variant, 7, 3, 5, 9, dtype=dtype, ragged=ragged)
+    _, cache = case.forward(core)
+    before = copy.deepcopy((case.inputs, case.output_grads, cache))
+    first = case.backward(core, cache)
+    second = case.backward(core, cache)
+    _assert_all_equal(second, first, f"{variant.id} second backward")
+    for saved, now, what in zip(before, (case.inputs, case.output_grads, cache),
+                                ("input", "output gradient", "cache")):
+        _assert_all_equal(now, saved, f"{variant.id} {what} modified:")
+
+
+@DIRECTIONS
+@DTYPE
+def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant, dtype, reverse,
+                                                    make_case):
+    case = make_case(variant, 13, 4, 17, 33, dtype=dtype, reverse=reverse, ragged=True,
+                     x_scale=2.0)
+    results = {}
+    for n in (1, 2, 3):
+        core.set_num_threads(n)
+        assert core.get_num_threads() == n
+        results[n] = _run(core, case)
+    for n in (2, 3):
+        for what, got, expected in zip(("outputs", "cache", "grads"), results[n], results[1]):
+            _assert_all_equal(got, expected, f"{variant.id} {n} threads vs 1: {what}")
+
+
+@RAGGED
+@DTYPE
+def test_core_inference_returns_no_cache(core, variant, dtype, ragged, make_case):
+    """training=False gives cache None and exactly the outputs of training=True."""
+    case = make_case(variant, 7, 3, 5, 9, dtype=dtype, ragged=ragged)
+    training, _ = case.forward(core, training=True)
+    inference, cache = case.forward(core, training=False)
+    assert cache is None
+    _assert_all_equal(inference, training, f"{variant.id} inference")
+
+
+@DTYPE
+def test_core_none_means_zeros(core, variant, dtype, make_case):
+    """None biases are zero biases; None output gradients are zeros; db_* are still returned."""
+    case = make_case(variant, 7, 3, 5, 9, dtype=dtype, ragged=True)
+    zero_biases = {n: np.zeros_like(a) for n, a in case.inputs.items() if n.startswith("b_")}
+    zero_outputs, zero_cache = case.forward(core, **zero_biases)
+    none_outputs, none_cache = case.forward(core, b_ih=None, b_hh=None)
+    _assert_all_equal(none_outputs, zero_outputs, f"{variant.id} None biases")
+    zero_grads = case.backward(core, zero_cache,
+                               **{n: np.zeros_like(g) for n, g in case.output_grads.items()})
+    none_grads = case.backward(core, none_cache, **dict.fromkeys(case.output_grads))
+    assert {"db_ih", "db_hh"} <= none_grads.keys()
+    _assert_all_equal(none_grads, zero_grads, f"{variant.id} None output gradients")
+    for name, g in none_grads.items():
+        np.testing.assert_array_equal(g, 0, err_msg=f"{variant.id} {name}")
+
+
+@DIRECTIONS
+@DTYPE
+def test_core_inactive_positions_are_exact_zeros(core, variant, dtype, reverse, make_case):
+    """y = 0, dx = 0 and cached gates = 0 exactly where t >= lengths[b]; dy there is ignored."""
+    T, B = 7, 3
+    case = make_case(variant, T, B, 5, 9, dtype=dtype, reverse=reverse, ragged=True)
+    outputs, cache, grads = _run(core, case)
+    inactive = np.arange(T)[:, None] >= case.lengths[None, :]
+    assert inactive.any()
+    np.testing.assert_array_equal(outputs["y"][inactive], 0, err_msg=f"{variant.id} y")
+    np.testing.assert_array_equal(grads["dx"][inactive], 0, err_msg=f"{variant.id} dx")
+    for field in ("gates", "hn"):
+        if field in cache:
+            np.testing.assert_array_equal(cache[field][inactive], 0,
+                                          err_msg=f"{variant.id} cache {field}")
+    noisy_dy = case.output_grads["dy"].copy()
+    noisy_dy[inactive] = 1e3
+    _assert_all_equal(case.backward(core, cache, dy=noisy_dy), grads,
+                      f"{variant.id} with dy at inactive positions")
+
+
+@pytest.mark.parametrize("variant_id", ["lstm-coupled", "lstm-all"])
+@DTYPE
+def test_core_coupled_forget_gate_has_zero_gradients(core, variant_id, dtype, make_case):
+    case = make_case(variant_id, 7, 3, 5, 9, dtype=dtype, ragged=True)
+    H = 9
+    _, _, grads = _run(core, case)
+    for name in ("dw_ih", "dw_hh", "db_ih", "db_hh"):
+        np.testing.assert_array_equal(grads[name][H:2 * H], 0, err_msg=f"{name} f rows")
+    if "dw_peep" in grads:
+        np.testing.assert_array_equal(grads["dw_peep"][1], 0, err_msg="dw_peep p_f")
+
+
+@pytest.mark.parametrize("x_scale", [4.0, 8.0])
+@DTYPE
+def test_core_matches_reference_with_saturated_gates(core, variant, dtype, x_scale, make_case,
+                                                     assert_close):
+    """Large inputs push most gates into saturation, where σ' and tanh' vanish."""
+    case = make_case(variant, 9, 5, 11, 20, dtype=dtype, reverse=True, ragged=True,
+                     x_scale=x_scale)
+    _assert_runs_close(_run(core, case), _run(ref, case.astype(np.float64)), dtype,
+                       f"{variant.id} x_scale={x_scale}", assert_close)
