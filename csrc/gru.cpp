@@ -7,6 +7,7 @@
 // of dh_prev) by tiles, then dh_prev += dG w_hh by tiles of H; after the loop the large GEMMs.
 #include "gru.h"
 
+#include "activations.h"
 #include "seq.h"
 
 namespace rnnfast {
@@ -26,8 +27,8 @@ inline void gru_row_rz(T* a, const T* rec, const T* b_hh, Index H, Tile tl) {
     ar += ConstArrMap<T>(b_hh + r * H + lo, n);
     az += ConstArrMap<T>(b_hh + z * H + lo, n);
   }
-  ar = ar.logistic();
-  az = az.logistic();
+  sigmoid_inplace(ar.data(), n);
+  sigmoid_inplace(az.data(), n);
 }
 
 // n = tanh(xn + r * hn) (hn = the recurrent candidate term, bias included, already multiplied out
@@ -40,7 +41,7 @@ inline void gru_row_update(T* a, const T* hn, bool reset_hn, const T* h_prev, T*
   ConstArrMap<T> rr(a + r * H + lo, n), zz(a + z * H + lo, n), hnv(hn, n);
   if (reset_hn) an += rr * hnv;
   else an += hnv;
-  an = an.tanh();
+  tanh_inplace(an.data(), n);
   ArrMap<T>(h_new + lo, n) = (T(1) - zz) * an + zz * ConstArrMap<T>(h_prev + lo, n);
 }
 
@@ -60,7 +61,10 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const Seq seq{s.T, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
 
-  const std::vector<T> packed = pack_gate_tiles(w.w_hh, count, H, H);
+  const PackedB<T> w_ih_t = PackedB<T>::from_weight(w.w_ih, GH, I, I);
+  // With linear_before_reset one GEMM per tile gives r, z and hn; without, (r, z) first, then n.
+  const PackedB<T> w_rzn = pack_gate_tiles(w.w_hh, 0, lbr ? count : 2, H, H);
+  const PackedB<T> w_n = lbr ? PackedB<T>() : pack_gate_tiles(w.w_hh, n, 1, H, H);
   std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
   std::vector<T> rec(static_cast<size_t>(ntiles * B * count * kTileUnits));
   std::vector<T> ring_h(training ? 0 : 2 * B * H);
@@ -70,7 +74,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
 
   const int nth = region_threads(double(B) * GH * (H + I));
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w.w_ih, w.b_ih, I, GH,
+  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, w.b_ih, I,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);
@@ -84,7 +88,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
       T* rc = tile_scratch(rec, tile, B, count);
-      tile_recurrent_gemm<T>(rc, h_prev, packed.data(), count, H, B, tl, 0, lbr ? count : 2);
+      tile_recurrent_gemm<T>(rc, count * nu, h_prev, w_rzn, lbr ? count : 2, B, tl);
       for (Index b = 0; b < B; ++b) {
         T* a_row = a_t + b * GH;
         const bool act = seq.active(t, b);
@@ -117,7 +121,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
       T* rc = tile_scratch(rec, tile, B, count);
-      tile_recurrent_gemm<T>(rc, rh.data(), packed.data(), count, H, B, tl, n, 1);
+      tile_recurrent_gemm<T>(rc + n * nu, count * nu, rh.data(), w_n, 1, B, tl);
       for (Index b = 0; b < B; ++b) {
         if (!seq.active(t, b)) continue;
         T* hv = hn_t + b * H + tl.lo;
@@ -143,6 +147,10 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   // dgx: gradients w.r.t. the input pre-activations (x w_ih^T + b_ih); dgh: w.r.t. the recurrent
   // ones (h w_hh^T + b_hh). They differ only in the n slot with linear_before_reset (dgh_n = r dgx_n);
   // without it they are the same array, and w_hn's input is r * h_{t-1} instead of h_{t-1}.
+  const PackedB<T> w_ih_p = PackedB<T>::from_rows(w.w_ih, GH, I, I);
+  // dh_prev = dgh w_hh over all gates (linear_before_reset) or over r, z only; w_hn separately.
+  const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, lbr ? GH : 2 * H, H, H);
+  const PackedB<T> w_hn_p = lbr ? PackedB<T>() : PackedB<T>::from_rows(w.w_hh + n * H * H, H, H, H);
   std::vector<T> dgx(static_cast<size_t>(TB * GH)), dgh_store(lbr ? TB * GH : 0);
   T* dgh = lbr ? dgh_store.data() : dgx.data();
   std::vector<T> ring_dh(2 * B * H, T(0)), drh(lbr ? 0 : B * H), rh_all(lbr ? 0 : TB * H);
@@ -204,8 +212,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
         for (Index tile = 0; tile < ntiles; ++tile) {
           const Tile tl = tile_at(tile, H);
           const Index nu = tl.size(), lo = tl.lo;
-          gemm_nn<T>(B, nu, H, dgx_t + n * H, GH, w.w_hh + n * H * H + lo, H, false,
-                     drh.data() + lo, H);
+          gemm_serial<T>(B, nu, dgx_t + n * H, GH, w_hn_p, lo, false, drh.data() + lo, H);
           for (Index b = 0; b < B; ++b) {
             if (!seq.active(t, b)) continue;
             const T* gr = gates_t + b * GH;
@@ -216,10 +223,10 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
           }
         }
       }
-      recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w.w_hh, lbr ? GH : 2 * H, H, seq, t, true);
+      recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w_hh_p, seq, t, true);
     }
 
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w.w_ih, TB, I, GH);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w_ih_p, TB);
     column_sums<T>(g.db_hh, dgh, TB, GH, GH);
     if (lbr) {
       prev_state_weight_grad<T>(g.dw_hh, dgh, GH, GH, cache.h, h0, H, seq);

@@ -8,6 +8,7 @@
 // dx, dw_ih, dw_hh, the biases, dw_hr and the peepholes are large GEMMs / reductions over dG.
 #include "lstm.h"
 
+#include "activations.h"
 #include "seq.h"
 
 namespace rnnfast {
@@ -37,18 +38,19 @@ inline void lstm_row_forward(T* a, const T* r, const T* b_hh, const T* peep, con
   ConstArrMap<T> cp(c_prev + lo, n);
   ArrMap<T> cn(c_new + lo, n);
   if (peep != nullptr) gi += ConstArrMap<T>(peep + 0 * H + lo, n) * cp;
-  gi = gi.logistic();
+  sigmoid_inplace(gi.data(), n);
   if (coupled) {
     gf = T(1) - gi;
   } else {
     if (peep != nullptr) gf += ConstArrMap<T>(peep + 1 * H + lo, n) * cp;
-    gf = gf.logistic();
+    sigmoid_inplace(gf.data(), n);
   }
-  gg = gg.tanh();
+  tanh_inplace(gg.data(), n);
   cn = gf * cp + gi * gg;
   if (peep != nullptr) go += ConstArrMap<T>(peep + 2 * H + lo, n) * cn;
-  go = go.logistic();
-  ArrMap<T>(m + lo, n) = go * cn.tanh();
+  sigmoid_inplace(go.data(), n);
+  tanh_to(m + lo, c_new + lo, n);
+  ArrMap<T>(m + lo, n) *= go;
 }
 
 // Backward gate pass of one active batch row for units [lo, hi): from dh (gradient w.r.t. m_t,
@@ -64,7 +66,9 @@ inline void lstm_row_backward(T* dg, T* dc, const T* dh, const T* gates, const T
   ArrMap<T> dct(dc + lo, n);
   ArrMap<T> dai(dg + i * H + lo, n), daf(dg + f * H + lo, n), dag(dg + g * H + lo, n),
       dao(dg + o * H + lo, n);
-  const auto tc = ct.tanh().eval();
+  T tc_buf[kTileUnits];
+  tanh_to(tc_buf, c_t + lo, n);
+  ConstArrMap<T> tc(tc_buf, n);
   dao = dhv * tc * go * (T(1) - go);
   dct += dhv * go * (T(1) - tc * tc);
   if (peep != nullptr) dct += dao * ConstArrMap<T>(peep + 2 * H + lo, n);
@@ -96,7 +100,9 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const Index ntiles = tile_count(H), ptiles = tile_count(P);
 
   // Everything is allocated before the parallel region: nothing throws inside it.
-  const std::vector<T> packed = pack_gate_tiles(w.w_hh, count, H, P);
+  const PackedB<T> w_ih_t = PackedB<T>::from_weight(w.w_ih, GH, I, I);
+  const PackedB<T> packed = pack_gate_tiles(w.w_hh, 0, count, H, P);
+  const PackedB<T> w_hr_t = proj ? PackedB<T>::from_weight(w.w_hr, P, H, H) : PackedB<T>();
   std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
   std::vector<T> rec(static_cast<size_t>(ntiles * B * count * kTileUnits));
   std::vector<T> ring_h(training ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
@@ -105,7 +111,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
 
   const int nth = region_threads(double(B) * GH * (P + I));
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w.w_ih, w.b_ih, I, GH,
+  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, w.b_ih, I,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     const T* c_prev = cs.prev(seq, k, t);
@@ -119,7 +125,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
       T* r = tile_scratch(rec, tile, B, count);
-      tile_recurrent_gemm<T>(r, h_prev, packed.data(), count, P, B, tl);
+      tile_recurrent_gemm<T>(r, count * n, h_prev, packed, count, B, tl);
       for (Index b = 0; b < B; ++b) {
         T* a_row = a_t + b * GH;
         const bool act = seq.active(t, b);
@@ -138,7 +144,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
 #pragma omp for schedule(static)
       for (Index tile = 0; tile < ptiles; ++tile) {
         const Tile tl = tile_at(tile, P);
-        gemm_nt<T>(B, tl.size(), H, m, H, w.w_hr + tl.lo * H, H, false, h_new + tl.lo, P);
+        gemm_serial<T>(B, tl.size(), m, H, w_hr_t, tl.lo, false, h_new + tl.lo, P);
         for (Index b = 0; b < B; ++b) {
           const bool act = seq.active(t, b);
           if (!act) copy_units(h_new + b * P, h_prev + b * P, tl);
@@ -161,6 +167,9 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   const Seq seq{Tn, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H), ptiles = tile_count(P);
 
+  const PackedB<T> w_ih_p = PackedB<T>::from_rows(w.w_ih, GH, I, I);
+  const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, GH, P, P);
+  const PackedB<T> w_hr_p = proj ? PackedB<T>::from_rows(w.w_hr, P, H, H) : PackedB<T>();
   std::vector<T> dgates(static_cast<size_t>(TB * GH));
   std::vector<T> ring_dh(2 * B * P, T(0)), dc(B * H, T(0));
   std::vector<T> dht(proj ? TB * P : 0), dm(B * H), m_all(proj ? TB * H : 0);
@@ -204,7 +213,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
         const Tile tl = tile_at(tile, H);
         const Index n = tl.size();
         // dm = the gradient w.r.t. m_t (the unprojected output) for this tile's units.
-        if (proj) gemm_nn<T>(B, n, P, dht_t, P, w.w_hr + tl.lo, H, false, dm.data() + tl.lo, H);
+        if (proj) gemm_serial<T>(B, n, dht_t, P, w_hr_p, tl.lo, false, dm.data() + tl.lo, H);
         for (Index b = 0; b < B; ++b) {
           T* dg_row = dg_t + b * GH;
           if (!seq.active(t, b)) {
@@ -223,19 +232,18 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
         }
       }
 
-      recurrent_backprop<T>(dh_out, dh_in, dg_t, GH, w.w_hh, GH, P, seq, t, false);
+      recurrent_backprop<T>(dh_out, dh_in, dg_t, GH, w_hh_p, seq, t, false);
     }
 
     // After the loop: the big GEMMs and reductions over dG.
     const T* dg = dgates.data();
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg, x, w.w_ih, TB, I, GH);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg, x, w_ih_p, TB);
     prev_state_weight_grad<T>(g.dw_hh, dg, GH, GH, cache.h, h0, P, seq);
     if (proj) {
 #pragma omp for schedule(static)
       for (Index r = 0; r < TB; ++r) {
-        ArrMap<T>(m_all.data() + r * H, H) =
-            ConstArrMap<T>(cache.gates + r * GH + o * H, H) *
-            ConstArrMap<T>(cache.c + r * H, H).tanh();
+        tanh_to(m_all.data() + r * H, cache.c + r * H, H);
+        ArrMap<T>(m_all.data() + r * H, H) *= ConstArrMap<T>(cache.gates + r * GH + o * H, H);
       }
       par_gemm_tn<T>(P, H, TB, dht.data(), P, m_all.data(), H, false, g.dw_hr, H);
     }

@@ -1,9 +1,9 @@
 // Vanilla RNN forward / backward kernels. Equations and layouts: rnn.h and common.h.
-// The same scan as the LSTM with one gate: w_hh's rows need no packing (a tile is already one
-// contiguous block of rows), and when training the input projection is written straight into the
+// The same scan as the LSTM with one gate; when training the input projection is written straight into the
 // saved states, each step then activating its slot in place.
 #include "rnn.h"
 
+#include "activations.h"
 #include "seq.h"
 
 namespace rnnfast {
@@ -11,7 +11,7 @@ namespace {
 
 template <typename T>
 inline void activate(ArrMap<T> v, Nonlinearity act) {
-  if (act == Nonlinearity::Tanh) v = v.tanh();
+  if (act == Nonlinearity::Tanh) tanh_inplace(v.data(), v.size());
   else v = v.max(T(0));
 }
 
@@ -32,6 +32,8 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const Seq seq{s.T, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
 
+  const PackedB<T> w_ih_t = PackedB<T>::from_weight(w.w_ih, H, I, I);
+  const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H);
   std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
   std::vector<T> rec(static_cast<size_t>(ntiles * B * kTileUnits));
   std::vector<T> ring_h(training ? 0 : 2 * B * H);
@@ -39,7 +41,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
 
   const int nth = region_threads(double(B) * H * (H + I));
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.h, xp_ws.data(), x, w.w_ih, w.b_ih, I, H,
+  forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, w.b_ih, I,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);  // == a_t when training
@@ -49,7 +51,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
       T* rc = tile_scratch(rec, tile, B, 1);
-      tile_recurrent_gemm<T>(rc, h_prev, w.w_hh, 1, H, B, tl);
+      tile_recurrent_gemm<T>(rc, n, h_prev, w_hh_t, 1, B, tl);
       for (Index b = 0; b < B; ++b) {
         const bool act = seq.active(t, b);
         ArrMap<T> hv(h_new + b * H + tl.lo, n);
@@ -75,6 +77,8 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const Seq seq{Tn, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
 
+  const PackedB<T> w_ih_p = PackedB<T>::from_rows(w.w_ih, H, I, I);
+  const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, H, H, H);
   std::vector<T> dg(static_cast<size_t>(TB * H));
   std::vector<T> ring_dh(2 * B * H, T(0));
   if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
@@ -104,9 +108,9 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
           times_derivative<T>(d, ConstArrMap<T>(cache.h + (t * B + b) * H + tl.lo, n), s.act);
         }
       }
-      recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w.w_hh, H, H, seq, t, false);
+      recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w_hh_p, seq, t, false);
     }
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w.w_ih, TB, I, H);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, TB);
     prev_state_weight_grad<T>(g.dw_hh, dg.data(), H, H, cache.h, h0, H, seq);
   }
 

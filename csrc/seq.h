@@ -21,11 +21,12 @@ inline Index chunk_steps(Index T, Index B) {
   return c < T ? c : T;
 }
 
-// dst (rows, GH) = x (rows, I) w_ih^T + b_ih. Ends with a barrier.
+// dst (rows, GH) = x (rows, I) w_ih^T + b_ih, with w_ih^T packed once per call. Ends with a barrier.
 template <typename T>
-void project_inputs(T* dst, const T* x, const T* w_ih, const T* b_ih, Index rows, Index I,
-                    Index GH) {
-  par_gemm_nt<T>(rows, GH, I, x, I, w_ih, I, false, dst, GH);
+void project_inputs(T* dst, const T* x, const PackedB<T>& w_ih_t, const T* b_ih, Index rows,
+                    Index I) {
+  const Index GH = w_ih_t.N();
+  par_gemm<T>(rows, x, I, w_ih_t, false, dst, GH);
   if (b_ih != nullptr) {
 #pragma omp for schedule(static)
     for (Index r = 0; r < rows; ++r) {
@@ -59,14 +60,15 @@ struct StateSlots {
 // into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` otherwise, then
 // step(k, t, a_t) runs for each step with a_t (B, GH) the projected inputs of time t.
 template <typename T, typename Step>
-void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const T* w_ih, const T* b_ih,
-                  Index I, Index GH, Step&& step) {
+void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const PackedB<T>& w_ih_t,
+                  const T* b_ih, Index I, Step&& step) {
+  const Index GH = w_ih_t.N();
   const Index Tc = chunk_steps(s.T, s.B);
   for (Index k0 = 0; k0 < s.T; k0 += Tc) {
     const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
     const Index t_lo = s.reverse ? s.T - k1 : k0;
     T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
-    project_inputs<T>(xp, x + t_lo * s.B * I, w_ih, b_ih, (k1 - k0) * s.B, I, GH);
+    project_inputs<T>(xp, x + t_lo * s.B * I, w_ih_t, b_ih, (k1 - k0) * s.B, I);
     for (Index k = k0; k < k1; ++k) {
       const Index t = s.time(k);
       step(k, t, xp + (t - t_lo) * s.B * GH);
@@ -74,30 +76,28 @@ void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const T* w_ih
   }
 }
 
-// Recurrent weights w (G*H, K) repacked so that tile k is one contiguous (G*tile, K) block with
-// rows [gate 0 units of the tile, gate 1 units, ...]: one GEMM per tile gives every gate of its units.
-// Tile k starts at row G * kTileUnits * k of the packed matrix.
+// The recurrent weights for the per-step GEMMs: rows of gates [g0, g0 + G) of w (gates*H, K),
+// permuted so that tile k of hidden units is one contiguous block of G * tile columns of w^T
+// ([gate g0 units of the tile, gate g0+1 units, ...]), then packed. Tile k starts at column
+// G * kTileUnits * k, a multiple of every panel width.
 template <typename T>
-std::vector<T> pack_gate_tiles(const T* w, Index G, Index H, Index K) {
-  std::vector<T> packed(static_cast<size_t>(G * H * K));
+PackedB<T> pack_gate_tiles(const T* w, Index g0, Index G, Index H, Index K) {
+  std::vector<T> rows(static_cast<size_t>(G * H * K));
+  T* dst = rows.data();
   for (Index k = 0; k < tile_count(H); ++k) {
     const Tile tl = tile_at(k, H);
-    T* dst = packed.data() + G * tl.lo * K;
-    for (Index g = 0; g < G; ++g)
+    for (Index g = g0; g < g0 + G; ++g)
       for (Index j = tl.lo; j < tl.hi; ++j, dst += K)
         std::memcpy(dst, w + (g * H + j) * K, sizeof(T) * K);
   }
-  return packed;
+  return PackedB<T>::from_weight(rows.data(), G * H, K, K);
 }
 
-// out (B, G*tile) = h (B, K) * packed tile^T  for the tile's units.
+// out (B, G*n) with leading dimension ldo = h (B, K) * (the tile's G*n columns of packed).
 template <typename T>
-inline void tile_recurrent_gemm(T* out, const T* h, const T* packed, Index G, Index K, Index B,
-                                Tile tl, Index gate_rows_begin = 0, Index gate_rows_count = -1) {
-  const Index n = tl.size();
-  const Index gc = gate_rows_count < 0 ? G : gate_rows_count;
-  const T* w = packed + (G * tl.lo + gate_rows_begin * n) * K;
-  gemm_nt<T>(B, gc * n, K, h, K, w, K, false, out + gate_rows_begin * n, G * n);
+inline void tile_recurrent_gemm(T* out, Index ldo, const T* h, const PackedB<T>& packed, Index G,
+                                Index B, Tile tl) {
+  gemm_serial<T>(B, G * tl.size(), h, packed.K(), packed, G * tl.lo, false, out, ldo);
 }
 
 // dst[lo:hi] = src[lo:hi] for the units of a tile.
@@ -139,8 +139,8 @@ void column_sums(T* db, const T* g, Index rows, Index N, Index ld) {
 template <typename T>
 void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* states, const T* s0,
                             Index K, const Seq& s) {
-  // Rows are grouped into two GEMMs: the first processed step reads s0, the others read
-  // `states` shifted by one step, which is one contiguous block.
+  // Two GEMMs: the first processed step reads s0, the others read `states` shifted by one step,
+  // which is one contiguous block.
   const Index B = s.B, T_ = s.T;
   const Index t_first = s.reverse ? T_ - 1 : 0;
   par_gemm_tn<T>(R, K, B, dg + t_first * B * ldg, ldg, s0, K, false, dw, K);
@@ -151,30 +151,30 @@ void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* sta
   }
 }
 
-
-// Backward through the recurrent GEMM for time t: dh_out (B, P) (+)= dg_t (B, R) w (R, P), by
-// tiles of P. Without `accumulate`, rows inactive at t carry dh_in unchanged (their dg rows are 0);
-// with it, the caller has already put the direct term (or dh_in) into dh_out. Ends with a barrier.
+// Backward through the recurrent GEMM for time t: dh_out (B, P) (+)= dg_t (B, R) w (R, P), w
+// packed as PackedB::from_rows, by tiles of P. Without `accumulate`, rows inactive at t carry
+// dh_in unchanged (their dg rows are 0); with it, the caller has already put the direct term (or
+// dh_in) into dh_out. Ends with a barrier.
 template <typename T>
-void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, const T* w, Index R,
-                        Index P, const Seq& s, Index t, bool accumulate) {
+void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, const PackedB<T>& w,
+                        const Seq& s, Index t, bool accumulate) {
+  const Index P = w.N();
 #pragma omp for schedule(static)
   for (Index tile = 0; tile < tile_count(P); ++tile) {
     const Tile tl = tile_at(tile, P);
-    gemm_nn<T>(s.B, tl.size(), R, dg_t, ldg, w + tl.lo, P, accumulate, dh_out + tl.lo, P);
+    gemm_serial<T>(s.B, tl.size(), dg_t, ldg, w, tl.lo, accumulate, dh_out + tl.lo, P);
     if (accumulate) continue;
     for (Index b = 0; b < s.B; ++b)
-      if (!s.active(t, b))
-        ArrMap<T>(dh_out + b * P + tl.lo, tl.size()) =
-            ConstArrMap<T>(dh_in + b * P + tl.lo, tl.size());
+      if (!s.active(t, b)) copy_units(dh_out + b * P, dh_in + b * P, tl);
   }
 }
 
 // After the time loop: dx (TB, I) = dg w_ih, dw_ih (GH, I) = dg^T x, db_ih = column sums of dg.
 template <typename T>
-void input_grads(T* dx, T* dw_ih, T* db_ih, const T* dg, const T* x, const T* w_ih, Index TB,
-                 Index I, Index GH) {
-  par_gemm_nn<T>(TB, I, GH, dg, GH, w_ih, I, false, dx, I);
+void input_grads(T* dx, T* dw_ih, T* db_ih, const T* dg, const T* x, const PackedB<T>& w_ih,
+                 Index TB) {
+  const Index GH = w_ih.K(), I = w_ih.N();
+  par_gemm<T>(TB, dg, GH, w_ih, false, dx, I);
   par_gemm_tn<T>(GH, I, TB, dg, GH, x, I, false, dw_ih, I);
   column_sums<T>(db_ih, dg, TB, GH, GH);
 }
