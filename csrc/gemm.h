@@ -83,109 +83,156 @@ class PackedB {
 
 namespace detail {
 
-// C[mv x nv] (+)= A[mv x K] * Bpanel[K x NR], mv <= kMR, nv <= NR. Accumulators stay in registers.
+// micro_kernel<T, MV>: C[MV x nv] (+)= A[MV x K] * Bpanel[K x NR], MV <= kMR, nv <= NR, the
+// accumulators in registers.
+#if RNNFAST_GEMM_AVX2
+// AVX2 kernels: an MV x NR block of C lives in 2*MV ymm registers; B's panel row is two loads, A's
+// element a broadcast. One-row blocks (batch 1) split k four ways (k mod 4) so that four FMA chains
+// hide the FMA latency, then add the partial sums in a fixed order; two-row blocks split two ways.
+template <typename V>
+struct Vec;
+template <>
+struct Vec<float> {
+  using R = __m256;
+  static R zero() { return _mm256_setzero_ps(); }
+  static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static R bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+};
+template <>
+struct Vec<double> {
+  using R = __m256d;
+  static R zero() { return _mm256_setzero_pd(); }
+  static R load(const double* p) { return _mm256_loadu_pd(p); }
+  static R bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R add(R a, R b) { return _mm256_add_pd(a, b); }
+  static void store(double* p, R v) { _mm256_storeu_pd(p, v); }
+};
+
+// c[0:nv] (+)= (lo, hi), the two registers of one row of the block.
+template <typename T>
+inline void store_row(T* c, typename Vec<T>::R lo, typename Vec<T>::R hi, Index nv,
+                      bool accumulate) {
+  using V = Vec<T>;
+  constexpr Index H = Panel<T>::NR / 2;
+  if (nv == Panel<T>::NR) {
+    if (accumulate) {
+      lo = V::add(V::load(c), lo);
+      hi = V::add(V::load(c + H), hi);
+    }
+    V::store(c, lo);
+    V::store(c + H, hi);
+    return;
+  }
+  alignas(32) T tmp[Panel<T>::NR];
+  V::store(tmp, lo);
+  V::store(tmp + H, hi);
+  for (Index j = 0; j < nv; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
+}
+
 template <typename T, int MV>
 inline void micro_kernel(Index K, const T* a, Index lda, const T* b, T* c, Index ldc, Index nv,
-                         bool accumulate);
-
-#if RNNFAST_GEMM_AVX2
-template <int MV>
-inline void store_rows(const __m256* acc, float* c, Index ldc, Index nv, bool accumulate) {
-  for (int i = 0; i < MV; ++i) {
-    float* ci = c + i * ldc;
-    if (nv == 16) {
-      __m256 lo = acc[2 * i], hi = acc[2 * i + 1];
-      if (accumulate) {
-        lo = _mm256_add_ps(_mm256_loadu_ps(ci), lo);
-        hi = _mm256_add_ps(_mm256_loadu_ps(ci + 8), hi);
-      }
-      _mm256_storeu_ps(ci, lo);
-      _mm256_storeu_ps(ci + 8, hi);
-    } else {
-      alignas(32) float tmp[16];
-      _mm256_store_ps(tmp, acc[2 * i]);
-      _mm256_store_ps(tmp + 8, acc[2 * i + 1]);
-      for (Index j = 0; j < nv; ++j) ci[j] = accumulate ? ci[j] + tmp[j] : tmp[j];
+                         bool accumulate) {
+  using V = Vec<T>;
+  using R = typename V::R;
+  constexpr Index NR = Panel<T>::NR, H = NR / 2;
+  if constexpr (MV == 1) {
+    R s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+    R t0 = V::zero(), t1 = V::zero(), t2 = V::zero(), t3 = V::zero();
+    Index k = 0;
+    for (; k + 4 <= K; k += 4) {
+      const T* bk = b + k * NR;
+      R a0 = V::bcast(a + k), a1 = V::bcast(a + k + 1), a2 = V::bcast(a + k + 2),
+        a3 = V::bcast(a + k + 3);
+      s0 = V::fma(a0, V::load(bk), s0);
+      t0 = V::fma(a0, V::load(bk + H), t0);
+      s1 = V::fma(a1, V::load(bk + NR), s1);
+      t1 = V::fma(a1, V::load(bk + NR + H), t1);
+      s2 = V::fma(a2, V::load(bk + 2 * NR), s2);
+      t2 = V::fma(a2, V::load(bk + 2 * NR + H), t2);
+      s3 = V::fma(a3, V::load(bk + 3 * NR), s3);
+      t3 = V::fma(a3, V::load(bk + 3 * NR + H), t3);
     }
+    for (; k < K; ++k) {
+      R a0 = V::bcast(a + k);
+      s0 = V::fma(a0, V::load(b + k * NR), s0);
+      t0 = V::fma(a0, V::load(b + k * NR + H), t0);
+    }
+    store_row<T>(c, V::add(V::add(s0, s1), V::add(s2, s3)), V::add(V::add(t0, t1), V::add(t2, t3)),
+                 nv, accumulate);
+  } else if constexpr (MV == 2) {
+    R s00 = V::zero(), s01 = V::zero(), s10 = V::zero(), s11 = V::zero();
+    R u00 = V::zero(), u01 = V::zero(), u10 = V::zero(), u11 = V::zero();
+    const T* a1p = a + lda;
+    Index k = 0;
+    for (; k + 2 <= K; k += 2) {
+      const T* bk = b + k * NR;
+      R b0 = V::load(bk), b1 = V::load(bk + H), b2 = V::load(bk + NR), b3 = V::load(bk + NR + H);
+      R x0 = V::bcast(a + k), x1 = V::bcast(a1p + k);
+      s00 = V::fma(x0, b0, s00);
+      s01 = V::fma(x0, b1, s01);
+      s10 = V::fma(x1, b0, s10);
+      s11 = V::fma(x1, b1, s11);
+      R y0 = V::bcast(a + k + 1), y1 = V::bcast(a1p + k + 1);
+      u00 = V::fma(y0, b2, u00);
+      u01 = V::fma(y0, b3, u01);
+      u10 = V::fma(y1, b2, u10);
+      u11 = V::fma(y1, b3, u11);
+    }
+    for (; k < K; ++k) {
+      R b0 = V::load(b + k * NR), b1 = V::load(b + k * NR + H);
+      R x0 = V::bcast(a + k), x1 = V::bcast(a1p + k);
+      s00 = V::fma(x0, b0, s00);
+      s01 = V::fma(x0, b1, s01);
+      s10 = V::fma(x1, b0, s10);
+      s11 = V::fma(x1, b1, s11);
+    }
+    store_row<T>(c, V::add(s00, u00), V::add(s01, u01), nv, accumulate);
+    store_row<T>(c + ldc, V::add(s10, u10), V::add(s11, u11), nv, accumulate);
+  } else {
+    // 3 to 6 rows: one chain per register, enough to cover the FMA latency.
+    R c00 = V::zero(), c01 = V::zero(), c10 = V::zero(), c11 = V::zero(), c20 = V::zero(),
+      c21 = V::zero(), c30 = V::zero(), c31 = V::zero(), c40 = V::zero(), c41 = V::zero(),
+      c50 = V::zero(), c51 = V::zero();
+    for (Index k = 0; k < K; ++k) {
+      const R b0 = V::load(b + k * NR), b1 = V::load(b + k * NR + H);
+      const T* ak = a + k;
+      R x = V::bcast(ak);
+      c00 = V::fma(x, b0, c00);
+      c01 = V::fma(x, b1, c01);
+      x = V::bcast(ak + lda);
+      c10 = V::fma(x, b0, c10);
+      c11 = V::fma(x, b1, c11);
+      x = V::bcast(ak + 2 * lda);
+      c20 = V::fma(x, b0, c20);
+      c21 = V::fma(x, b1, c21);
+      if constexpr (MV > 3) {
+        x = V::bcast(ak + 3 * lda);
+        c30 = V::fma(x, b0, c30);
+        c31 = V::fma(x, b1, c31);
+      }
+      if constexpr (MV > 4) {
+        x = V::bcast(ak + 4 * lda);
+        c40 = V::fma(x, b0, c40);
+        c41 = V::fma(x, b1, c41);
+      }
+      if constexpr (MV > 5) {
+        x = V::bcast(ak + 5 * lda);
+        c50 = V::fma(x, b0, c50);
+        c51 = V::fma(x, b1, c51);
+      }
+    }
+    store_row<T>(c, c00, c01, nv, accumulate);
+    store_row<T>(c + ldc, c10, c11, nv, accumulate);
+    store_row<T>(c + 2 * ldc, c20, c21, nv, accumulate);
+    if constexpr (MV > 3) store_row<T>(c + 3 * ldc, c30, c31, nv, accumulate);
+    if constexpr (MV > 4) store_row<T>(c + 4 * ldc, c40, c41, nv, accumulate);
+    if constexpr (MV > 5) store_row<T>(c + 5 * ldc, c50, c51, nv, accumulate);
   }
 }
-
-template <>
-inline void micro_kernel<float, 0>(Index, const float*, Index, const float*, float*, Index, Index,
-                                   bool) {}
-
-#define RNNFAST_MK_F32(MV)                                                                   \
-  template <>                                                                                \
-  inline void micro_kernel<float, MV>(Index K, const float* a, Index lda, const float* b,    \
-                                      float* c, Index ldc, Index nv, bool accumulate) {      \
-    __m256 acc[2 * MV];                                                                      \
-    for (int i = 0; i < 2 * MV; ++i) acc[i] = _mm256_setzero_ps();                           \
-    for (Index k = 0; k < K; ++k) {                                                          \
-      const __m256 b0 = _mm256_loadu_ps(b + k * 16), b1 = _mm256_loadu_ps(b + k * 16 + 8);   \
-      for (int i = 0; i < MV; ++i) {                                                         \
-        const __m256 av = _mm256_broadcast_ss(a + i * lda + k);                              \
-        acc[2 * i] = _mm256_fmadd_ps(av, b0, acc[2 * i]);                                    \
-        acc[2 * i + 1] = _mm256_fmadd_ps(av, b1, acc[2 * i + 1]);                            \
-      }                                                                                      \
-    }                                                                                        \
-    store_rows<MV>(acc, c, ldc, nv, accumulate);                                             \
-  }
-RNNFAST_MK_F32(1)
-RNNFAST_MK_F32(2)
-RNNFAST_MK_F32(3)
-RNNFAST_MK_F32(4)
-RNNFAST_MK_F32(5)
-RNNFAST_MK_F32(6)
-#undef RNNFAST_MK_F32
-
-template <int MV>
-inline void store_rows(const __m256d* acc, double* c, Index ldc, Index nv, bool accumulate) {
-  for (int i = 0; i < MV; ++i) {
-    double* ci = c + i * ldc;
-    if (nv == 8) {
-      __m256d lo = acc[2 * i], hi = acc[2 * i + 1];
-      if (accumulate) {
-        lo = _mm256_add_pd(_mm256_loadu_pd(ci), lo);
-        hi = _mm256_add_pd(_mm256_loadu_pd(ci + 4), hi);
-      }
-      _mm256_storeu_pd(ci, lo);
-      _mm256_storeu_pd(ci + 4, hi);
-    } else {
-      alignas(32) double tmp[8];
-      _mm256_store_pd(tmp, acc[2 * i]);
-      _mm256_store_pd(tmp + 4, acc[2 * i + 1]);
-      for (Index j = 0; j < nv; ++j) ci[j] = accumulate ? ci[j] + tmp[j] : tmp[j];
-    }
-  }
-}
-
-template <>
-inline void micro_kernel<double, 0>(Index, const double*, Index, const double*, double*, Index,
-                                    Index, bool) {}
-
-#define RNNFAST_MK_F64(MV)                                                                   \
-  template <>                                                                                \
-  inline void micro_kernel<double, MV>(Index K, const double* a, Index lda, const double* b, \
-                                       double* c, Index ldc, Index nv, bool accumulate) {    \
-    __m256d acc[2 * MV];                                                                     \
-    for (int i = 0; i < 2 * MV; ++i) acc[i] = _mm256_setzero_pd();                          \
-    for (Index k = 0; k < K; ++k) {                                                          \
-      const __m256d b0 = _mm256_loadu_pd(b + k * 8), b1 = _mm256_loadu_pd(b + k * 8 + 4);   \
-      for (int i = 0; i < MV; ++i) {                                                         \
-        const __m256d av = _mm256_broadcast_sd(a + i * lda + k);                             \
-        acc[2 * i] = _mm256_fmadd_pd(av, b0, acc[2 * i]);                                    \
-        acc[2 * i + 1] = _mm256_fmadd_pd(av, b1, acc[2 * i + 1]);                            \
-      }                                                                                      \
-    }                                                                                        \
-    store_rows<MV>(acc, c, ldc, nv, accumulate);                                             \
-  }
-RNNFAST_MK_F64(1)
-RNNFAST_MK_F64(2)
-RNNFAST_MK_F64(3)
-RNNFAST_MK_F64(4)
-RNNFAST_MK_F64(5)
-RNNFAST_MK_F64(6)
-#undef RNNFAST_MK_F64
 
 #else  // portable micro-kernel: the same order of operations, left to the compiler to vectorise
 
