@@ -38,7 +38,14 @@ struct Panel<float> { static constexpr Index NR = 16; };
 template <>
 struct Panel<double> { static constexpr Index NR = 8; };
 
-// B (K, N) cut into column panels of NR, each K x NR contiguous, zero-padded past N.
+// Rows of a weight operand (w^T) this small or smaller are multiplied straight from w's rows
+// (dot products, see gemv_nt) instead of packing w first: a single step of a cell reads each
+// weight once, so packing would triple its memory traffic.
+constexpr Index kDirectMaxRows = 4;
+
+// The B operand of the GEMMs: B (K, N) cut into column panels of NR, each K x NR contiguous and
+// zero-padded past N. A B = w^T built with `direct` keeps pointing at w instead (no copy); then its
+// column c reads w's row row_of(c) (see from_gate_tiles).
 template <typename T>
 class PackedB {
  public:
@@ -46,21 +53,35 @@ class PackedB {
   PackedB() = default;
 
   // B = w^T for a row-major weight w (N, K) with leading dimension ldw.
-  static PackedB from_weight(const T* w, Index N, Index K, Index ldw) {
-    PackedB p(N, K);
+  static PackedB from_weight(const T* w, Index N, Index K, Index ldw, bool direct = false) {
+    return from_gate_tiles(w, ldw, 0, 1, N, K, direct);
+  }
+
+  // B = the rows of gates [g0, g0 + G) of w (gates*H, K), transposed, with its columns permuted so
+  // that tile k of hidden units is one contiguous block of G * tile columns ([gate g0 units of the
+  // tile, gate g0+1 units, ...]). Tile k starts at column G * kTileUnits * k, a multiple of NR.
+  static PackedB from_gate_tiles(const T* w, Index ldw, Index g0, Index G, Index H, Index K,
+                                 bool direct) {
+    PackedB p(G * H, K, !direct);
+    p.w_ = w;
+    p.ldw_ = ldw;
+    p.g0_ = g0;
+    p.G_ = G;
+    p.H_ = H;
+    if (direct) return p;
     for (Index j = 0; j < p.panels_; ++j) {
       T* dst = p.data_.data() + j * K * NR;
-      for (Index c = 0; c < NR && j * NR + c < N; ++c) {
-        const T* src = w + (j * NR + c) * ldw;
+      for (Index c = 0; c < NR && j * NR + c < p.N_; ++c) {
+        const T* src = w + p.row_of(j * NR + c) * ldw;
         for (Index k = 0; k < K; ++k) dst[k * NR + c] = src[k];
       }
     }
     return p;
   }
 
-  // B itself, row-major (K, N) with leading dimension ldb.
+  // B itself, row-major (K, N) with leading dimension ldb (always packed).
   static PackedB from_rows(const T* b, Index K, Index N, Index ldb) {
-    PackedB p(N, K);
+    PackedB p(N, K, true);
     for (Index j = 0; j < p.panels_; ++j) {
       T* dst = p.data_.data() + j * K * NR;
       const Index w = std::min(NR, N - j * NR);
@@ -71,14 +92,32 @@ class PackedB {
 
   Index N() const { return N_; }
   Index K() const { return K_; }
+  bool direct() const { return data_.empty(); }
   // The panel holding column `col` (col must be a multiple of NR).
   const T* at_column(Index col) const { return data_.data() + (col / NR) * K_ * NR; }
 
+  // Direct mode: the row of w behind column c, and how many following columns are consecutive rows.
+  Index row_of(Index c) const {
+    const Index k = c / (G_ * kTileUnits), off = c - k * G_ * kTileUnits;
+    const Tile tl = tile_at(k, H_);
+    return (g0_ + off / tl.size()) * H_ + tl.lo + off % tl.size();
+  }
+  Index run_from(Index c) const {
+    const Index k = c / (G_ * kTileUnits), off = c - k * G_ * kTileUnits;
+    const Index n = tile_at(k, H_).size();
+    return n - off % n;
+  }
+  const T* w() const { return w_; }
+  Index ldw() const { return ldw_; }
+
  private:
-  PackedB(Index N, Index K)
-      : N_(N), K_(K), panels_((N + NR - 1) / NR), data_(static_cast<size_t>(panels_ * K * NR), T(0)) {}
+  PackedB(Index N, Index K, bool packed)
+      : N_(N), K_(K), panels_((N + NR - 1) / NR),
+        data_(packed ? static_cast<size_t>(panels_ * K * NR) : 0, T(0)) {}
   Index N_ = 0, K_ = 0, panels_ = 0;
   std::vector<T> data_;
+  const T* w_ = nullptr;
+  Index ldw_ = 0, g0_ = 0, G_ = 1, H_ = 0;
 };
 
 namespace detail {
@@ -268,12 +307,76 @@ inline void micro_dispatch(Index mv, Index K, const T* a, Index lda, const T* b,
 
 }  // namespace detail
 
+// C (M, N) (+)= A (M, K) * w (N, K)^T as dot products of rows, for M <= kDirectMaxRows: each
+// product is summed in 8 (float) or 4 (double) lanes over k, lanes then added in a fixed order, the
+// tail of k last. Four rows of w at a time, each read once per row of A from L1.
+template <typename T>
+inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w, Index ldw,
+                    bool accumulate, T* C, Index ldc) {
+#if RNNFAST_GEMM_AVX2
+  using V = detail::Vec<T>;
+  using R = typename V::R;
+  constexpr Index L = 32 / sizeof(T);
+  const Index Kv = K - K % L;
+  auto hsum = [](R v) {
+    alignas(32) T t[L];
+    V::store(t, v);
+    T s = T(0);
+    for (Index l = 0; l < L; ++l) s += t[l];
+    return s;
+  };
+  for (Index n = 0; n < N; n += 4) {
+    const Index nr = std::min<Index>(4, N - n);
+    const T* w0 = w + n * ldw;
+    const T* w1 = nr > 1 ? w0 + ldw : w0;
+    const T* w2 = nr > 2 ? w0 + 2 * ldw : w0;
+    const T* w3 = nr > 3 ? w0 + 3 * ldw : w0;
+    for (Index m = 0; m < M; ++m) {
+      const T* a = A + m * lda;
+      R s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+      for (Index k = 0; k < Kv; k += L) {
+        const R av = V::load(a + k);
+        s0 = V::fma(av, V::load(w0 + k), s0);
+        s1 = V::fma(av, V::load(w1 + k), s1);
+        s2 = V::fma(av, V::load(w2 + k), s2);
+        s3 = V::fma(av, V::load(w3 + k), s3);
+      }
+      T r[4] = {hsum(s0), hsum(s1), hsum(s2), hsum(s3)};
+      const T* ws[4] = {w0, w1, w2, w3};
+      for (Index q = 0; q < nr; ++q) {
+        for (Index k = Kv; k < K; ++k) r[q] += a[k] * ws[q][k];
+        T* c = C + m * ldc + n + q;
+        *c = accumulate ? *c + r[q] : r[q];
+      }
+    }
+  }
+#else
+  for (Index m = 0; m < M; ++m)
+    for (Index n = 0; n < N; ++n) {
+      T s = T(0);
+      for (Index k = 0; k < K; ++k) s += A[m * lda + k] * w[n * ldw + k];
+      T* c = C + m * ldc + n;
+      *c = accumulate ? *c + s : s;
+    }
+#endif
+}
+
 // C (M, N) (+)= A (M, K) * B[:, col0 : col0 + N], on the calling thread. col0 is a multiple of NR.
 template <typename T>
 inline void gemm_serial(Index M, Index N, const T* A, Index lda, const PackedB<T>& B, Index col0,
                         bool accumulate, T* C, Index ldc) {
   constexpr Index NR = Panel<T>::NR;
   const Index K = B.K();
+  if (B.direct()) {
+    for (Index j = 0; j < N;) {
+      const Index run = std::min(B.run_from(col0 + j), N - j);
+      for (Index i = 0; i < M; i += kDirectMaxRows)
+        gemv_nt<T>(std::min(kDirectMaxRows, M - i), run, K, A + i * lda, lda,
+                   B.w() + B.row_of(col0 + j) * B.ldw(), B.ldw(), accumulate, C + i * ldc + j, ldc);
+      j += run;
+    }
+    return;
+  }
   for (Index k0 = 0; k0 < K; k0 += kKC) {
     const Index kc = std::min(kKC, K - k0);
     const bool acc = accumulate || k0 > 0;

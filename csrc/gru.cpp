@@ -61,10 +61,10 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const Seq seq{s.T, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
 
-  const PackedB<T> w_ih_t = PackedB<T>::from_weight(w.w_ih, GH, I, I);
+  const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, GH, I, seq);
   // With linear_before_reset one GEMM per tile gives r, z and hn; without, (r, z) first, then n.
-  const PackedB<T> w_rzn = pack_gate_tiles(w.w_hh, 0, lbr ? count : 2, H, H);
-  const PackedB<T> w_n = lbr ? PackedB<T>() : pack_gate_tiles(w.w_hh, n, 1, H, H);
+  const PackedB<T> w_rzn = pack_gate_tiles(w.w_hh, 0, lbr ? count : 2, H, H, seq);
+  const PackedB<T> w_n = lbr ? PackedB<T>() : pack_gate_tiles(w.w_hh, n, 1, H, H, seq);
   std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
   std::vector<T> rec(static_cast<size_t>(ntiles * B * count * kTileUnits));
   std::vector<T> ring_h(training ? 0 : 2 * B * H);

@@ -100,9 +100,9 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const Index ntiles = tile_count(H), ptiles = tile_count(P);
 
   // Everything is allocated before the parallel region: nothing throws inside it.
-  const PackedB<T> w_ih_t = PackedB<T>::from_weight(w.w_ih, GH, I, I);
-  const PackedB<T> packed = pack_gate_tiles(w.w_hh, 0, count, H, P);
-  const PackedB<T> w_hr_t = proj ? PackedB<T>::from_weight(w.w_hr, P, H, H) : PackedB<T>();
+  const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, GH, I, seq);
+  const PackedB<T> packed = pack_gate_tiles(w.w_hh, 0, count, H, P, seq);
+  const PackedB<T> w_hr_t = proj ? pack_weight<T>(w.w_hr, P, H, seq) : PackedB<T>();
   std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
   std::vector<T> rec(static_cast<size_t>(ntiles * B * count * kTileUnits));
   std::vector<T> ring_h(training ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);

@@ -32,8 +32,8 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const Seq seq{s.T, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
 
-  const PackedB<T> w_ih_t = PackedB<T>::from_weight(w.w_ih, H, I, I);
-  const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H);
+  const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, H, I, seq);
+  const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H, seq);
   std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
   std::vector<T> rec(static_cast<size_t>(ntiles * B * kTileUnits));
   std::vector<T> ring_h(training ? 0 : 2 * B * H);

@@ -76,21 +76,18 @@ void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const PackedB
   }
 }
 
-// The recurrent weights for the per-step GEMMs: rows of gates [g0, g0 + G) of w (gates*H, K),
-// permuted so that tile k of hidden units is one contiguous block of G * tile columns of w^T
-// ([gate g0 units of the tile, gate g0+1 units, ...]), then packed. Tile k starts at column
-// G * kTileUnits * k, a multiple of every panel width.
+// The recurrent weights for the per-step GEMMs: rows of gates [g0, g0 + G) of w (gates*H, K) as
+// PackedB::from_gate_tiles lays them out, so that one GEMM per tile gives all gates of its units.
+// A call of at most kDirectMaxRows rows in all (a cell's single step) reads w directly.
 template <typename T>
-PackedB<T> pack_gate_tiles(const T* w, Index g0, Index G, Index H, Index K) {
-  std::vector<T> rows(static_cast<size_t>(G * H * K));
-  T* dst = rows.data();
-  for (Index k = 0; k < tile_count(H); ++k) {
-    const Tile tl = tile_at(k, H);
-    for (Index g = g0; g < g0 + G; ++g)
-      for (Index j = tl.lo; j < tl.hi; ++j, dst += K)
-        std::memcpy(dst, w + (g * H + j) * K, sizeof(T) * K);
-  }
-  return PackedB<T>::from_weight(rows.data(), G * H, K, K);
+PackedB<T> pack_gate_tiles(const T* w, Index g0, Index G, Index H, Index K, const Seq& s) {
+  return PackedB<T>::from_gate_tiles(w, K, g0, G, H, K, s.T * s.B <= kDirectMaxRows);
+}
+
+// w^T (w (N, K)) for the input projection and the LSTM projection: direct as above.
+template <typename T>
+PackedB<T> pack_weight(const T* w, Index N, Index K, const Seq& s) {
+  return PackedB<T>::from_weight(w, N, K, K, s.T * s.B <= kDirectMaxRows);
 }
 
 // out (B, G*n) with leading dimension ldo = h (B, K) * (the tile's G*n columns of packed).
