@@ -12,14 +12,10 @@ import zlib
 import numpy as np
 import pytest
 
-# The one tolerance table: the largest error allowed, relative to the largest magnitude of the
-# expected tensor, by dtype and by kind ("forward": outputs and cache; "backward": gradients).
-TOLERANCES = {
-    ("float64", "forward"): 1e-10,
-    ("float64", "backward"): 1e-8,
-    ("float32", "forward"): 1e-5,
-    ("float32", "backward"): 1e-4,
-}
+# The one tolerance table lives in the package (``rnnfast check`` uses it too): the largest error
+# allowed, relative to the largest magnitude of the expected tensor, by dtype and by kind
+# ("forward": outputs and cache; "backward": gradients).
+from rnnfast.check import TOLERANCES  # noqa: E402
 
 
 def _assert_close(actual, expected, dtype, kind, name):

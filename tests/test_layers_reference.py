@@ -46,11 +46,11 @@ def _layer(variant, dtype, backend, seed=0, **options):
                                  **options)
 
 
-def _state(variant, n, draw):
-    """A state (or state gradient) of ``variant`` for n = layers * directions: h [n, B, H_out],
-    and c [n, B, H] for an LSTM, each from ``draw(shape)``."""
-    h = draw((n, B, H // 2 if variant.projection else H))
-    return (h, draw((n, B, H))) if variant.cell == "lstm" else h
+def _state(variant, n, draw, batch=B):
+    """A state (or state gradient) of ``variant`` for n = layers * directions: h [n, batch, H_out],
+    and c [n, batch, H] for an LSTM, each from ``draw(shape)``."""
+    h = draw((n, batch, H // 2 if variant.projection else H))
+    return (h, draw((n, batch, H))) if variant.cell == "lstm" else h
 
 
 def _named(prefix, state):
@@ -78,7 +78,7 @@ def _compare(core, reference, dtype, label, assert_close):
 
 
 def _check_backends(variant, dtype, num_layers, bidirectional, merge_mode, batch_first, lengths,
-                    assert_close):
+                    assert_close, steps=T, batch=B):
     """Run one configuration on both backends and compare: core in ``dtype``, the reference in
     float64 with the same weights (float32 weights and inputs are exact in float64)."""
     options = {"num_layers": num_layers, "bidirectional": bidirectional, "merge_mode": merge_mode,
@@ -91,16 +91,16 @@ def _check_backends(variant, dtype, num_layers, bidirectional, merge_mode, batch
     else:
         reference.load_state_dict(core.state_dict())
     label = (f"{variant.id} L{num_layers} {'bi-' + merge_mode if bidirectional else 'uni'} "
-             f"{'BT' if batch_first else 'TB'} {'ragged' if lengths else 'full'}")
+             f"{'BT' if batch_first else 'TB'} {'ragged' if lengths else 'full'} T{steps} B{batch}")
     rng = np.random.default_rng(zlib.crc32(label.encode()))
     n = num_layers * (2 if bidirectional else 1)
     width = H // 2 if variant.projection else H
     if bidirectional and merge_mode == "concat":
         width *= 2
-    x = rng.uniform(-1, 1, (B, T, I) if batch_first else (T, B, I)).astype(dtype)
+    x = rng.uniform(-1, 1, (batch, steps, I) if batch_first else (steps, batch, I)).astype(dtype)
     grad_output = rng.standard_normal(x.shape[:2] + (width,)).astype(dtype)
-    state = _state(variant, n, lambda shape: rng.uniform(-1, 1, shape).astype(dtype))
-    grad_state = _state(variant, n, lambda shape: rng.standard_normal(shape).astype(dtype))
+    state = _state(variant, n, lambda shape: rng.uniform(-1, 1, shape).astype(dtype), batch)
+    grad_state = _state(variant, n, lambda shape: rng.standard_normal(shape).astype(dtype), batch)
     arguments = (x, state, lengths, grad_output, grad_state)
     _compare(_run(core, *arguments), _run(reference, *arguments), dtype, label, assert_close)
 
@@ -135,18 +135,25 @@ def test_core_matches_reference_float32(variant, num_layers, bidirectional, merg
                     lengths, assert_close)
 
 
+@pytest.mark.parametrize(("steps", "batch", "lengths"), [(1, 1, None), (1, 2, [1, 1]),
+                                                         (4, 1, [3])],
+                         ids=["T1-B1", "T1-B2-ragged", "T4-B1-ragged"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_core_matches_reference_tiny(variant, dtype, steps, batch, lengths, assert_close):
+    """One step, one sequence: the edges of every loop."""
+    _check_backends(variant, dtype, 2, True, "concat", False, lengths, assert_close, steps,
+                    batch)
+
+
 # ----------------------------------------------------------------------------------------------
 # Dropout.
 
-def _inputs(seed, n, cell="lstm", width=2 * H):
-    """x [T, B, I], a random initial state for n = layers * directions, and random upstream
-    gradients for an output of ``width`` features: (x, state, grad_output, grad_state)."""
+def _inputs(seed, n):
+    """x [T, B, I] and a random initial state (h, c) of a plain LSTM with n = layers *
+    directions."""
     rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (T, B, I))
-    states = [rng.uniform(-1, 1, (n, B, H)) for _ in range(2 if cell == "lstm" else 1)]
-    grads = [rng.standard_normal((n, B, H)) for _ in states]
-    state, grad_state = (tuple(states), tuple(grads)) if cell == "lstm" else (states[0], grads[0])
-    return x, state, rng.standard_normal((T, B, width)), grad_state
+    return rng.uniform(-1, 1, (T, B, I)), (rng.uniform(-1, 1, (n, B, H)),
+                                           rng.uniform(-1, 1, (n, B, H)))
 
 
 def test_dropout_is_the_same_on_both_backends(variant, assert_close):
@@ -155,9 +162,9 @@ def test_dropout_is_the_same_on_both_backends(variant, assert_close):
     options = {"num_layers": 3, "bidirectional": True, "dropout": 0.4, "seed": 11}
     core = _layer(variant, np.float64, "core", **options)
     reference = _layer(variant, np.float64, "reference", **options)
-    width = 2 * (H // 2 if variant.projection else H)
-    x, _, grad_output, _ = _inputs(1, 6, width=width)
     rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, (T, B, I))
+    grad_output = rng.standard_normal((T, B, 2 * (H // 2 if variant.projection else H)))
     state = _state(variant, 6, lambda shape: rng.uniform(-1, 1, shape))
     grad_state = _state(variant, 6, rng.standard_normal)
     arguments = (x, state, LENGTHS, grad_output, grad_state)
@@ -173,7 +180,7 @@ def test_dropout_is_the_same_on_both_backends(variant, assert_close):
 
 @pytest.mark.parametrize("backend", ["core", "reference"])
 def test_dropout_only_in_training_and_only_between_layers(backend, assert_close):
-    x, state, _, _ = _inputs(3, 4)
+    x, state = _inputs(3, 4)
     options = {"num_layers": 2, "bidirectional": True, "dtype": np.float64, "backend": backend}
     plain = rnnfast.LSTM(I, H, seed=5, **options)
     dropped = rnnfast.LSTM(I, H, dropout=0.5, seed=6, **options)
@@ -196,7 +203,7 @@ def test_dropout_only_in_training_and_only_between_layers(backend, assert_close)
 def test_dropout_is_reproducible_from_the_seed(backend, assert_close):
     """Each training forward draws a new mask; a layer built with the same seed draws the same
     sequence of masks."""
-    x, state, _, _ = _inputs(4, 6)
+    x, state = _inputs(4, 6)
     options = {"num_layers": 3, "bidirectional": True, "dropout": 0.3, "seed": 21,
                "dtype": np.float64, "backend": backend}
     first, second = rnnfast.LSTM(I, H, **options), rnnfast.LSTM(I, H, **options)
@@ -209,17 +216,19 @@ def test_dropout_is_reproducible_from_the_seed(backend, assert_close):
 # ----------------------------------------------------------------------------------------------
 # The layer code against finite differences.
 
-def _numeric_gradient(loss, a, step=1e-5):
-    """dL/da [a.shape] by central differences, perturbing ``a`` in place and restoring it."""
+def _numeric_gradient(loss, a, step=1e-3):
+    """dL/da [a.shape] by five-point central differences (error O(step^4)), perturbing ``a`` in
+    place and restoring it."""
+    stencil = {-2: 1.0, -1: -8.0, 1: 8.0, 2: -1.0}  # weights of L(a + k step), over 12 step
     grad = np.empty_like(a)
     for index in np.ndindex(a.shape):
         original = a[index]
-        a[index] = original + step
-        up = loss()
-        a[index] = original - step
-        down = loss()
+        total = 0.0
+        for k, weight in stencil.items():
+            a[index] = original + k * step
+            total += weight * loss()
         a[index] = original
-        grad[index] = (up - down) / (2 * step)
+        grad[index] = total / (12 * step)
     return grad
 
 
