@@ -73,6 +73,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const T* b_hn = w.b_hh != nullptr ? w.b_hh + n * H : nullptr;
 
   const int nth = region_threads(double(B) * GH * (H + I));
+  const ActiveRows<T> rows(seq, H, nth);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, w.b_ih, I,
                   [&](Index k, Index t, T* a_t) {
@@ -82,14 +83,16 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
     // hn_t: the candidate's recurrent term h_{t-1} w_hn^T + b_hn (saved when training) or,
     // without linear_before_reset, (r * h_{t-1}) w_hn^T + b_hn (a workspace).
     T* hn_t = (lbr && training) ? cache.hn + t * B * H : hn_ws.data();
+    Index nact, lda;
+    const T* h_act = rows.gather(h_prev, H, t, nact, lda);
 
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
       T* rc = tile_scratch(rec, tile, B, count);
-      tile_recurrent_gemm<T>(rc, count * nu, h_prev, w_rzn, lbr ? count : 2, B, tl);
-      for (Index b = 0; b < B; ++b) {
+      tile_recurrent_gemm<T>(rc, count * nu, h_act, lda, w_rzn, lbr ? count : 2, nact, tl);
+      for (Index b = 0, i = 0; b < B; ++b) {
         T* a_row = a_t + b * GH;
         const bool act = seq.active(t, b);
         if (!act) {
@@ -100,10 +103,11 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
           emit_output(y_t + b * H, h_new + b * H, tl, false);
           continue;
         }
-        gru_row_rz<T>(a_row, rc + b * count * nu, w.b_hh, H, tl);
+        const T* rc_row = rc + (i++) * count * nu;
+        gru_row_rz<T>(a_row, rc_row, w.b_hh, H, tl);
         if (lbr) {
           ArrMap<T> hv(hn_t + b * H + tl.lo, nu);
-          hv = ConstArrMap<T>(rc + b * count * nu + n * nu, nu);
+          hv = ConstArrMap<T>(rc_row + n * nu, nu);
           if (b_hn != nullptr) hv += ConstArrMap<T>(b_hn + tl.lo, nu);
           gru_row_update<T>(a_row, hn_t + b * H + tl.lo, true, h_prev + b * H, h_new + b * H, H, tl);
           emit_output(y_t + b * H, h_new + b * H, tl, true);
@@ -116,16 +120,17 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
     if (lbr) return;
 
     // Second phase without linear_before_reset: hn = (r * h_{t-1}) w_hn^T + b_hn, then n and h.
+    const T* rh_act = rows.gather(rh.data(), H, t, nact, lda);
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
       T* rc = tile_scratch(rec, tile, B, count);
-      tile_recurrent_gemm<T>(rc + n * nu, count * nu, rh.data(), w_n, 1, B, tl);
-      for (Index b = 0; b < B; ++b) {
+      tile_recurrent_gemm<T>(rc + n * nu, count * nu, rh_act, lda, w_n, 1, nact, tl);
+      for (Index b = 0, i = 0; b < B; ++b) {
         if (!seq.active(t, b)) continue;
         T* hv = hn_t + b * H + tl.lo;
-        ArrMap<T>(hv, nu) = ConstArrMap<T>(rc + b * count * nu + n * nu, nu);
+        ArrMap<T>(hv, nu) = ConstArrMap<T>(rc + (i++) * count * nu + n * nu, nu);
         if (b_hn != nullptr) ArrMap<T>(hv, nu) += ConstArrMap<T>(b_hn + tl.lo, nu);
         gru_row_update<T>(a_t + b * GH, hv, false, h_prev + b * H, h_new + b * H, H, tl);
         emit_output(y_t + b * H, h_new + b * H, tl, true);
@@ -157,6 +162,8 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
 
   const int nth = region_threads(double(B) * GH * (H + I));
+  const ActiveRows<T> dg_rows(seq, lbr ? GH : 2 * H, nth);
+  std::vector<T> bp_scratch(static_cast<size_t>(ntiles * B * kTileUnits));
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {
@@ -223,7 +230,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
           }
         }
       }
-      recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w_hh_p, seq, t, true);
+      recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, true);
     }
 
     input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w_ih_p, TB);

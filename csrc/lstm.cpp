@@ -110,6 +110,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, P}, cs{cache.c, ring_c.data(), c0, H};
 
   const int nth = region_threads(double(B) * GH * (P + I));
+  const ActiveRows<T> h_rows(seq, P, nth);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, w.b_ih, I,
                   [&](Index k, Index t, T* a_t) {
@@ -119,18 +120,20 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
     T* c_new = cs.next(seq, k, t);
     T* y_t = y + t * B * P;
     T* m = proj ? m_ws.data() : h_new;  // without projection, h_t = m_t
+    Index nact, lda;
+    const T* h_act = h_rows.gather(h_prev, P, t, nact, lda);
 
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
       T* r = tile_scratch(rec, tile, B, count);
-      tile_recurrent_gemm<T>(r, count * n, h_prev, packed, count, B, tl);
-      for (Index b = 0; b < B; ++b) {
+      tile_recurrent_gemm<T>(r, count * n, h_act, lda, packed, count, nact, tl);
+      for (Index b = 0, i = 0; b < B; ++b) {
         T* a_row = a_t + b * GH;
         const bool act = seq.active(t, b);
         if (act) {
-          lstm_row_forward<T>(a_row, r + b * count * n, w.b_hh, w.w_peep, c_prev + b * H,
+          lstm_row_forward<T>(a_row, r + (i++) * count * n, w.b_hh, w.w_peep, c_prev + b * H,
                               c_new + b * H, m + b * H, H, tl, s.coupled);
         } else {
           for (Index gate = 0; gate < count; ++gate) ArrMap<T>(a_row + gate * H + tl.lo, n).setZero();
@@ -177,6 +180,8 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   if (dc_n != nullptr) std::copy(dc_n, dc_n + B * H, dc.begin());
 
   const int nth = region_threads(double(B) * GH * (P + I));
+  const ActiveRows<T> dg_rows(seq, GH, nth);
+  std::vector<T> bp_scratch(static_cast<size_t>(ptiles * B * kTileUnits));
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {
@@ -232,7 +237,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
         }
       }
 
-      recurrent_backprop<T>(dh_out, dh_in, dg_t, GH, w_hh_p, seq, t, false);
+      recurrent_backprop<T>(dh_out, dh_in, dg_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, false);
     }
 
     // After the loop: the big GEMMs and reductions over dG.

@@ -40,23 +40,26 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
 
   const int nth = region_threads(double(B) * H * (H + I));
+  const ActiveRows<T> h_rows(seq, H, nth);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, w.b_ih, I,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);  // == a_t when training
     T* y_t = y + t * B * H;
+    Index nact, lda;
+    const T* h_act = h_rows.gather(h_prev, H, t, nact, lda);
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
       T* rc = tile_scratch(rec, tile, B, 1);
-      tile_recurrent_gemm<T>(rc, n, h_prev, w_hh_t, 1, B, tl);
-      for (Index b = 0; b < B; ++b) {
+      tile_recurrent_gemm<T>(rc, n, h_act, lda, w_hh_t, 1, nact, tl);
+      for (Index b = 0, i = 0; b < B; ++b) {
         const bool act = seq.active(t, b);
         ArrMap<T> hv(h_new + b * H + tl.lo, n);
         if (act) {
-          hv = ConstArrMap<T>(a_t + b * H + tl.lo, n) + ConstArrMap<T>(rc + b * n, n);
+          hv = ConstArrMap<T>(a_t + b * H + tl.lo, n) + ConstArrMap<T>(rc + (i++) * n, n);
           if (w.b_hh != nullptr) hv += ConstArrMap<T>(w.b_hh + tl.lo, n);
           activate<T>(hv, s.act);
         } else {
@@ -84,6 +87,8 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
 
   const int nth = region_threads(double(B) * H * (H + I));
+  const ActiveRows<T> dg_rows(seq, H, nth);
+  std::vector<T> bp_scratch(static_cast<size_t>(ntiles * B * kTileUnits));
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {
@@ -108,7 +113,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
           times_derivative<T>(d, ConstArrMap<T>(cache.h + (t * B + b) * H + tl.lo, n), s.act);
         }
       }
-      recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w_hh_p, seq, t, false);
+      recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w_hh_p, dg_rows, bp_scratch, seq, t, false);
     }
     input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, TB);
     prev_state_weight_grad<T>(g.dw_hh, dg.data(), H, H, cache.h, h0, H, seq);

@@ -76,6 +76,37 @@ void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const PackedB
   }
 }
 
+// Per-thread dense copies of the rows active at a step, so that the per-step GEMMs skip the rows
+// past their sequence's end: with ragged lengths a step costs what its active rows cost. Rows are
+// kept in batch order (no sorting); without lengths nothing is copied.
+template <typename T>
+class ActiveRows {
+ public:
+  ActiveRows(const Seq& s, Index width, int threads)
+      : s_(s), width_(width), buf_(s.lengths != nullptr ? static_cast<size_t>(threads * s.B * width) : 0) {}
+
+  // Rows of src (B, columns `width` of rows `ld` apart) active at time t: src itself when all are,
+  // else this thread's dense (count, width) copy. Sets count.
+  const T* gather(const T* src, Index ld, Index t, Index& count, Index& ld_out) const {
+    if (s_.all_active(t)) {
+      count = s_.B;
+      ld_out = ld;
+      return src;
+    }
+    T* dst = const_cast<T*>(buf_.data()) + omp_get_thread_num() * s_.B * width_;
+    count = 0;
+    for (Index b = 0; b < s_.B; ++b)
+      if (s_.active(t, b)) std::memcpy(dst + (count++) * width_, src + b * ld, sizeof(T) * width_);
+    ld_out = width_;
+    return dst;
+  }
+
+ private:
+  Seq s_;
+  Index width_;
+  std::vector<T> buf_;
+};
+
 // The recurrent weights for the per-step GEMMs: rows of gates [g0, g0 + G) of w (gates*H, K) as
 // PackedB::from_gate_tiles lays them out, so that one GEMM per tile gives all gates of its units.
 // A call of at most kDirectMaxRows rows in all (a cell's single step) reads w directly.
@@ -90,11 +121,12 @@ PackedB<T> pack_weight(const T* w, Index N, Index K, const Seq& s) {
   return PackedB<T>::from_weight(w, N, K, K, s.T * s.B <= kDirectMaxRows);
 }
 
-// out (B, G*n) with leading dimension ldo = h (B, K) * (the tile's G*n columns of packed).
+// out (M, G*n) with leading dimension ldo = h (M, K; rows ldh apart) * (the tile's G*n columns of
+// packed).
 template <typename T>
-inline void tile_recurrent_gemm(T* out, Index ldo, const T* h, const PackedB<T>& packed, Index G,
-                                Index B, Tile tl) {
-  gemm_serial<T>(B, G * tl.size(), h, packed.K(), packed, G * tl.lo, false, out, ldo);
+inline void tile_recurrent_gemm(T* out, Index ldo, const T* h, Index ldh, const PackedB<T>& packed,
+                                Index G, Index M, Tile tl) {
+  gemm_serial<T>(M, G * tl.size(), h, ldh, packed, G * tl.lo, false, out, ldo);
 }
 
 // dst[lo:hi] = src[lo:hi] for the units of a tile.
@@ -149,20 +181,37 @@ void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* sta
 }
 
 // Backward through the recurrent GEMM for time t: dh_out (B, P) (+)= dg_t (B, R) w (R, P), w
-// packed as PackedB::from_rows, by tiles of P. Without `accumulate`, rows inactive at t carry
-// dh_in unchanged (their dg rows are 0); with it, the caller has already put the direct term (or
-// dh_in) into dh_out. Ends with a barrier.
+// packed as PackedB::from_rows, by tiles of P, over the rows active at t only (`dg_rows` gathers
+// them; `out_scratch` holds B * kTileUnits per tile). Without `accumulate`, rows inactive at t carry
+// dh_in unchanged; with it, the caller has already put the direct term (or dh_in) into dh_out.
+// Ends with a barrier.
 template <typename T>
 void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, const PackedB<T>& w,
-                        const Seq& s, Index t, bool accumulate) {
+                        const ActiveRows<T>& dg_rows, std::vector<T>& out_scratch, const Seq& s,
+                        Index t, bool accumulate) {
   const Index P = w.N();
+  Index nact, lda;
+  const T* a = dg_rows.gather(dg_t, ldg, t, nact, lda);
+  const bool dense = nact == s.B;
 #pragma omp for schedule(static)
   for (Index tile = 0; tile < tile_count(P); ++tile) {
     const Tile tl = tile_at(tile, P);
-    gemm_serial<T>(s.B, tl.size(), dg_t, ldg, w, tl.lo, accumulate, dh_out + tl.lo, P);
-    if (accumulate) continue;
-    for (Index b = 0; b < s.B; ++b)
-      if (!s.active(t, b)) copy_units(dh_out + b * P, dh_in + b * P, tl);
+    const Index n = tl.size();
+    if (dense) {
+      gemm_serial<T>(s.B, n, a, lda, w, tl.lo, accumulate, dh_out + tl.lo, P);
+      continue;
+    }
+    T* out = out_scratch.data() + tile * s.B * kTileUnits;
+    gemm_serial<T>(nact, n, a, lda, w, tl.lo, false, out, n);
+    for (Index b = 0, i = 0; b < s.B; ++b) {
+      ArrMap<T> d(dh_out + b * P + tl.lo, n);
+      if (s.active(t, b)) {
+        if (accumulate) d += ConstArrMap<T>(out + (i++) * n, n);
+        else d = ConstArrMap<T>(out + (i++) * n, n);
+      } else if (!accumulate) {
+        d = ConstArrMap<T>(dh_in + b * P + tl.lo, n);
+      }
+    }
   }
 }
 

@@ -118,7 +118,8 @@ void bind_gru(py::module_& m) {
       py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
       py::arg("linear_before_reset") = true, py::arg("reverse") = false,
       py::arg("lengths") = py::none(), py::arg("training") = false,
-      "GRU over a whole sequence: returns (y, h_n, cache). See rnnfast.reference.gru_forward.");
+      "GRU over a whole sequence: returns (y, h_n, cache). See rnnfast.reference.gru_forward.\n"
+      "Without lengths, cache['h'] is y itself (no copy): do not modify y in place before the backward.");
   m.def(
       "gru_backward",
       [](py::object dy, py::object dh_n, py::object x, py::object h0, py::object w_ih,

@@ -143,7 +143,8 @@ void bind_lstm(py::module_& m) {
       py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
       py::arg("w_hr") = py::none(), py::arg("w_peep") = py::none(), py::arg("coupled") = false,
       py::arg("reverse") = false, py::arg("lengths") = py::none(), py::arg("training") = false,
-      "LSTM over a whole sequence: returns (y, h_n, c_n, cache). See rnnfast.reference.lstm_forward.");
+      "LSTM over a whole sequence: returns (y, h_n, c_n, cache). See rnnfast.reference.lstm_forward.\n"
+      "Without lengths, cache['h'] is y itself (no copy): do not modify y in place before the backward.");
   m.def(
       "lstm_backward",
       [](py::object dy, py::object dh_n, py::object dc_n, py::object x, py::object h0,
