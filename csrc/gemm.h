@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common.h"
+#include "workspace.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -69,11 +70,15 @@ class PackedB {
     p.G_ = G;
     p.H_ = H;
     if (direct) return p;
+    const T* src[NR];
     for (Index j = 0; j < p.panels_; ++j) {
       T* dst = p.data_.data() + j * K * NR;
-      for (Index c = 0; c < NR && j * NR + c < p.N_; ++c) {
-        const T* src = w + p.row_of(j * NR + c) * ldw;
-        for (Index k = 0; k < K; ++k) dst[k * NR + c] = src[k];
+      const Index w_cols = std::min(NR, p.N_ - j * NR);
+      for (Index c = 0; c < w_cols; ++c) src[c] = w + p.row_of(j * NR + c) * ldw;
+      // k outer: the panel is written sequentially while NR rows of w are read as streams.
+      for (Index k = 0; k < K; ++k, dst += NR) {
+        for (Index c = 0; c < w_cols; ++c) dst[c] = src[c][k];
+        for (Index c = w_cols; c < NR; ++c) dst[c] = T(0);
       }
     }
     return p;
@@ -85,7 +90,10 @@ class PackedB {
     for (Index j = 0; j < p.panels_; ++j) {
       T* dst = p.data_.data() + j * K * NR;
       const Index w = std::min(NR, N - j * NR);
-      for (Index k = 0; k < K; ++k) std::memcpy(dst + k * NR, b + k * ldb + j * NR, sizeof(T) * w);
+      for (Index k = 0; k < K; ++k) {
+        std::memcpy(dst + k * NR, b + k * ldb + j * NR, sizeof(T) * w);
+        for (Index c = w; c < NR; ++c) dst[k * NR + c] = T(0);
+      }
     }
     return p;
   }
@@ -113,9 +121,9 @@ class PackedB {
  private:
   PackedB(Index N, Index K, bool packed)
       : N_(N), K_(K), panels_((N + NR - 1) / NR),
-        data_(packed ? static_cast<size_t>(panels_ * K * NR) : 0, T(0)) {}
+        data_(packed ? panels_ * K * NR : 0) {}
   Index N_ = 0, K_ = 0, panels_ = 0;
-  std::vector<T> data_;
+  Buffer<T> data_;  // uninitialised: the packers write every element, padding included
   const T* w_ = nullptr;
   Index ldw_ = 0, g0_ = 0, G_ = 1, H_ = 0;
 };

@@ -65,10 +65,10 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   // With linear_before_reset one GEMM per tile gives r, z and hn; without, (r, z) first, then n.
   const PackedB<T> w_rzn = pack_gate_tiles(w.w_hh, 0, lbr ? count : 2, H, H, seq);
   const PackedB<T> w_n = lbr ? PackedB<T>() : pack_gate_tiles(w.w_hh, n, 1, H, H, seq);
-  std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
-  std::vector<T> rec(static_cast<size_t>(ntiles * B * count * kTileUnits));
-  std::vector<T> ring_h(training ? 0 : 2 * B * H);
-  std::vector<T> rh(lbr ? 0 : B * H), hn_ws(B * H);
+  Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
+  Buffer<T> rec(ntiles * B * count * kTileUnits);
+  Buffer<T> ring_h(training ? 0 : 2 * B * H);
+  Buffer<T> rh(lbr ? 0 : B * H), hn_ws(B * H);
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
   const T* b_hn = w.b_hh != nullptr ? w.b_hh + n * H : nullptr;
 
@@ -156,14 +156,14 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   // dh_prev = dgh w_hh over all gates (linear_before_reset) or over r, z only; w_hn separately.
   const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, lbr ? GH : 2 * H, H, H);
   const PackedB<T> w_hn_p = lbr ? PackedB<T>() : PackedB<T>::from_rows(w.w_hh + n * H * H, H, H, H);
-  std::vector<T> dgx(static_cast<size_t>(TB * GH)), dgh_store(lbr ? TB * GH : 0);
+  Buffer<T> dgx(TB * GH), dgh_store(lbr ? TB * GH : 0);
   T* dgh = lbr ? dgh_store.data() : dgx.data();
-  std::vector<T> ring_dh(2 * B * H, T(0)), drh(lbr ? 0 : B * H), rh_all(lbr ? 0 : TB * H);
+  Buffer<T> ring_dh(2 * B * H, T(0)), drh(lbr ? 0 : B * H), rh_all(lbr ? 0 : TB * H);
   if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
 
   const int nth = region_threads(double(B) * GH * (H + I));
   const ActiveRows<T> dg_rows(seq, lbr ? GH : 2 * H, nth);
-  std::vector<T> bp_scratch(static_cast<size_t>(ntiles * B * kTileUnits));
+  Buffer<T> bp_scratch(ntiles * B * kTileUnits);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

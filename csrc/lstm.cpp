@@ -103,10 +103,10 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, GH, I, seq);
   const PackedB<T> packed = pack_gate_tiles(w.w_hh, 0, count, H, P, seq);
   const PackedB<T> w_hr_t = proj ? pack_weight<T>(w.w_hr, P, H, seq) : PackedB<T>();
-  std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
-  std::vector<T> rec(static_cast<size_t>(ntiles * B * count * kTileUnits));
-  std::vector<T> ring_h(training ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
-  std::vector<T> m_ws(proj ? B * H : 0);
+  Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
+  Buffer<T> rec(ntiles * B * count * kTileUnits);
+  Buffer<T> ring_h(training ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
+  Buffer<T> m_ws(proj ? B * H : 0);
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, P}, cs{cache.c, ring_c.data(), c0, H};
 
   const int nth = region_threads(double(B) * GH * (P + I));
@@ -173,15 +173,15 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   const PackedB<T> w_ih_p = PackedB<T>::from_rows(w.w_ih, GH, I, I);
   const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, GH, P, P);
   const PackedB<T> w_hr_p = proj ? PackedB<T>::from_rows(w.w_hr, P, H, H) : PackedB<T>();
-  std::vector<T> dgates(static_cast<size_t>(TB * GH));
-  std::vector<T> ring_dh(2 * B * P, T(0)), dc(B * H, T(0));
-  std::vector<T> dht(proj ? TB * P : 0), dm(B * H), m_all(proj ? TB * H : 0);
+  Buffer<T> dgates(TB * GH);
+  Buffer<T> ring_dh(2 * B * P, T(0)), dc(B * H, T(0));
+  Buffer<T> dht(proj ? TB * P : 0), dm(B * H), m_all(proj ? TB * H : 0);
   if (dh_n != nullptr) std::copy(dh_n, dh_n + B * P, ring_dh.begin());
   if (dc_n != nullptr) std::copy(dc_n, dc_n + B * H, dc.begin());
 
   const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> dg_rows(seq, GH, nth);
-  std::vector<T> bp_scratch(static_cast<size_t>(ptiles * B * kTileUnits));
+  Buffer<T> bp_scratch(ptiles * B * kTileUnits);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

@@ -34,9 +34,9 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
 
   const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, H, I, seq);
   const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H, seq);
-  std::vector<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
-  std::vector<T> rec(static_cast<size_t>(ntiles * B * kTileUnits));
-  std::vector<T> ring_h(training ? 0 : 2 * B * H);
+  Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
+  Buffer<T> rec(ntiles * B * kTileUnits);
+  Buffer<T> ring_h(training ? 0 : 2 * B * H);
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
 
   const int nth = region_threads(double(B) * H * (H + I));
@@ -82,13 +82,13 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
 
   const PackedB<T> w_ih_p = PackedB<T>::from_rows(w.w_ih, H, I, I);
   const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, H, H, H);
-  std::vector<T> dg(static_cast<size_t>(TB * H));
-  std::vector<T> ring_dh(2 * B * H, T(0));
+  Buffer<T> dg(TB * H);
+  Buffer<T> ring_dh(2 * B * H, T(0));
   if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> dg_rows(seq, H, nth);
-  std::vector<T> bp_scratch(static_cast<size_t>(ntiles * B * kTileUnits));
+  Buffer<T> bp_scratch(ntiles * B * kTileUnits);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

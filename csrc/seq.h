@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "workspace.h"
 #include "parallel.h"
 
 namespace rnnfast {
@@ -83,7 +84,7 @@ template <typename T>
 class ActiveRows {
  public:
   ActiveRows(const Seq& s, Index width, int threads)
-      : s_(s), width_(width), buf_(s.lengths != nullptr ? static_cast<size_t>(threads * s.B * width) : 0) {}
+      : s_(s), width_(width), buf_(s.lengths != nullptr ? threads * s.B * width : 0) {}
 
   // Rows of src (B, columns `width` of rows `ld` apart) active at time t: src itself when all are,
   // else this thread's dense (count, width) copy. Sets count.
@@ -104,7 +105,7 @@ class ActiveRows {
  private:
   Seq s_;
   Index width_;
-  std::vector<T> buf_;
+  Buffer<T> buf_;
 };
 
 // The recurrent weights for the per-step GEMMs: rows of gates [g0, g0 + G) of w (gates*H, K) as
@@ -145,7 +146,7 @@ inline void emit_output(T* y, const T* h, Tile tl, bool active) {
 
 // Per-tile scratch: tile k owns B * G * kTileUnits elements.
 template <typename T>
-inline T* tile_scratch(std::vector<T>& buf, Index k, Index B, Index G) {
+inline T* tile_scratch(Buffer<T>& buf, Index k, Index B, Index G) {
   return buf.data() + k * B * G * kTileUnits;
 }
 
@@ -187,7 +188,7 @@ void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* sta
 // Ends with a barrier.
 template <typename T>
 void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, const PackedB<T>& w,
-                        const ActiveRows<T>& dg_rows, std::vector<T>& out_scratch, const Seq& s,
+                        const ActiveRows<T>& dg_rows, Buffer<T>& out_scratch, const Seq& s,
                         Index t, bool accumulate) {
   const Index P = w.N();
   Index nact, lda;

@@ -86,8 +86,9 @@ def _check_backends(variant, dtype, num_layers, bidirectional, merge_mode, batch
     core = _layer(variant, dtype, "core", **options)
     reference = _layer(variant, np.float64, "reference", **options)
     if dtype == np.float64:  # same seed, same weights, whatever the backend
+        core_weights = core.state_dict()
         for name, p in reference.state_dict().items():
-            np.testing.assert_array_equal(core.state_dict()[name], p, err_msg=f"init {name}")
+            np.testing.assert_array_equal(core_weights[name], p, err_msg=f"init {name}")
     else:
         reference.load_state_dict(core.state_dict())
     label = (f"{variant.id} L{num_layers} {'bi-' + merge_mode if bidirectional else 'uni'} "

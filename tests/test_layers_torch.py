@@ -67,12 +67,21 @@ def _random_problem(module, seed, dtype, lengths):
         grad_output[padding] = 100.0
     if module.batch_first:
         x, grad_output = x.transpose(1, 0, 2), grad_output.transpose(1, 0, 2)
-    cast = [a.astype(dtype) for a in (x, grad_output)]
-    return (cast[0], [s.astype(dtype) for s in states], cast[1],
+    return (x.astype(dtype), [s.astype(dtype) for s in states], grad_output.astype(dtype),
             [g.astype(dtype) for g in grad_states])
 
 
-def _run_torch(module, x, states, lengths, grad_output, grad_states):
+def _pack(parts):
+    """[h] -> h, [h, c] -> (h, c): a state as the layers take it."""
+    return tuple(parts) if len(parts) == 2 else parts[0]
+
+
+def _unpack(state):
+    """A state -> [h] or [h, c]."""
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def _run_torch(module, lengths, x, states, grad_output, grad_states):
     """Forward and autograd backward of ``module``: a dict of named NumPy tensors."""
     x_t = torch.tensor(x, requires_grad=True)
     states_t = [torch.tensor(s, requires_grad=True) for s in states]
@@ -80,10 +89,10 @@ def _run_torch(module, x, states, lengths, grad_output, grad_states):
     if lengths is not None:
         sequence = pack_padded_sequence(x_t, torch.tensor(lengths), batch_first=module.batch_first,
                                         enforce_sorted=False)
-    output, final = module(sequence, tuple(states_t) if len(states_t) == 2 else states_t[0])
+    output, final = module(sequence, _pack(states_t))
     if lengths is not None:
         output, _ = pad_packed_sequence(output, batch_first=module.batch_first, total_length=T)
-    finals = final if isinstance(final, tuple) else (final,)
+    finals = _unpack(final)
     loss = torch.sum(output * torch.tensor(grad_output))
     for f, g in zip(finals, grad_states):
         loss = loss + torch.sum(f * torch.tensor(g))
@@ -98,17 +107,12 @@ def _run_torch(module, x, states, lengths, grad_output, grad_states):
     return {k: v.detach().numpy() for k, v in result.items()}
 
 
-def _run_rnnfast(layer, x, states, lengths, grad_output, grad_states):
+def _run_rnnfast(layer, lengths, x, states, grad_output, grad_states):
     """The same for an rnnfast layer."""
-    def pack(arrays):
-        return tuple(arrays) if len(arrays) == 2 else arrays[0]
-
-    output, final = layer(x, pack(states), lengths=lengths)
-    grad_x, grad_state0 = layer.backward(grad_output, pack(grad_states))
-    finals = final if isinstance(final, tuple) else (final,)
-    grad_state0 = grad_state0 if isinstance(grad_state0, tuple) else (grad_state0,)
+    output, final = layer(x, _pack(states), lengths=lengths)
+    grad_x, grad_state0 = layer.backward(grad_output, _pack(grad_states))
     result = {"output": output, "grad_x": grad_x}
-    for name, f, g in zip("hc", finals, grad_state0):
+    for name, f, g in zip("hc", _unpack(final), _unpack(grad_state0)):
         result[f"final {name}"] = f
         result[f"grad_state0 {name}"] = g
     for name, g in layer.grads.items():
@@ -133,8 +137,8 @@ def _check(cell, dtype, num_layers, bidirectional, batch_first, lengths, assert_
     module, layer = _pair(cell, dtype, seed % 2**31, num_layers=num_layers,
                           bidirectional=bidirectional, batch_first=batch_first, bias=bias)
     problem = _random_problem(module, seed, dtype, lengths)
-    expected = _run_torch(module, problem[0], problem[1], lengths, *problem[2:])
-    got = _run_rnnfast(layer, problem[0], problem[1], lengths, *problem[2:])
+    expected = _run_torch(module, lengths, *problem)
+    got = _run_rnnfast(layer, lengths, *problem)
     _compare(got, expected, dtype, label, assert_close)
 
 
@@ -172,18 +176,15 @@ def test_train_and_eval_agree_without_dropout(cell, dtype, assert_close):
     """With dropout 0 the mode changes nothing in the forward, on both sides."""
     module, layer = _pair(cell, dtype, 3, num_layers=2, bidirectional=True)
     x, states, _, _ = _random_problem(module, 4, dtype, LENGTHS)
-    state = tuple(states) if len(states) == 2 else states[0]
-    trained = layer.train()(x, state, lengths=LENGTHS)
-    evaluated = layer.eval()(x, state, lengths=LENGTHS)
+    trained = layer.train()(x, _pack(states), lengths=LENGTHS)
+    evaluated = layer.eval()(x, _pack(states), lengths=LENGTHS)
     with torch.no_grad():
         sequence = pack_padded_sequence(torch.tensor(x), torch.tensor(LENGTHS),
                                         enforce_sorted=False)
-        torch_state = tuple(map(torch.tensor, states)) if len(states) == 2 else \
-            torch.tensor(states[0])
-        y, final = module.eval()(sequence, torch_state)
-        y = pad_packed_sequence(y, total_length=T)[0].numpy()
-    finals = [f.numpy() for f in (final if isinstance(final, tuple) else (final,))]
-    for k, (got, expected) in enumerate(zip(_flatten(evaluated), [y, *finals])):
+        y, final = module.eval()(sequence, _pack([torch.tensor(s) for s in states]))
+        y = pad_packed_sequence(y, total_length=T)[0]
+    torch_eval = [y.numpy(), *(f.numpy() for f in _unpack(final))]
+    for k, (got, expected) in enumerate(zip(_flatten(evaluated), torch_eval)):
         assert_close(got, expected, dtype, "forward", f"{cell} eval vs torch eval, tensor {k}")
     for k, (got, expected) in enumerate(zip(_flatten(evaluated), _flatten(trained))):
         assert_close(got, expected, dtype, "forward", f"{cell} eval vs train, tensor {k}")
@@ -191,5 +192,4 @@ def test_train_and_eval_agree_without_dropout(cell, dtype, assert_close):
 
 def _flatten(result):
     """(output, state) -> [output, h] or [output, h, c]."""
-    output, state = result
-    return [output, *(state if isinstance(state, tuple) else (state,))]
+    return [result[0], *_unpack(result[1])]

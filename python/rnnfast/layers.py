@@ -165,6 +165,22 @@ def _merge_backward(mode: str, dout: np.ndarray, ys: list[np.ndarray]) -> list[n
     return [dout * ys[1], dout * ys[0]]
 
 
+def _check_size(name: str, value: Any) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+
+
+def _private(a: np.ndarray, source: Any) -> np.ndarray:
+    """``a``, or a copy of it when it may share memory with the caller's ``source``."""
+    if source is None:
+        return a
+    try:
+        shared = np.may_share_memory(a, np.asarray(source))
+    except (TypeError, ValueError):
+        shared = True
+    return a.copy() if shared else a
+
+
 # ----------------------------------------------------------------------------------------------
 # The stack.
 
@@ -174,16 +190,17 @@ class _RecurrentLayer:
     def __init__(self, kind, input_size: int, hidden_size: int, num_layers: int, bias: bool,
                  batch_first: bool, dropout: float, bidirectional: bool, merge_mode: str,
                  dtype: Any, seed: int | None, backend: str):
-        for name, value, low in (("input_size", input_size, 1), ("hidden_size", hidden_size, 1),
-                                 ("num_layers", num_layers, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            _check_size(name, value)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
         if merge_mode not in _MERGE_MODES:
             raise ValueError(f"merge_mode: expected one of {_MERGE_MODES}, got {merge_mode!r}")
         if backend not in _BACKENDS:
             raise ValueError(f"backend: expected one of {tuple(_BACKENDS)}, got {backend!r}")
+        if dtype is None:
+            raise TypeError("dtype: expected float32 or float64, got None")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
@@ -339,6 +356,12 @@ class _RecurrentLayer:
                                  f"[{lens.min()}, {lens.max()}]")
         s0 = self._states("state", state, B)
         training = self.training
+        if training:
+            # backward reads x and the initial state again: keep our own copies, so that the
+            # caller may reuse its buffers (e.g. h[...] = h_n in truncated BPTT) in between.
+            xs = _private(xs, x)
+            given = state if isinstance(state, (tuple, list)) else (state,) * len(s0)
+            s0 = [_private(s, v) for s, v in zip(s0, given)]
         D, k = self.num_directions, self._kernels
         finals = [np.empty(s.shape, self.dtype) for s in s0]
         saved_layers = []
@@ -433,6 +456,7 @@ class LSTM(_RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, peephole=False, coupled=False,
                  merge_mode="concat", dtype=np.float32, seed=None, backend="core"):
+        _check_size("hidden_size", hidden_size)
         if not isinstance(proj_size, (int, np.integer)) or proj_size < 0 or proj_size >= hidden_size:
             raise ValueError(f"proj_size: expected an integer in [0, hidden_size = {hidden_size}), "
                              f"got {proj_size!r}")
