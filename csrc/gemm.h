@@ -423,38 +423,51 @@ inline void par_gemm(Index M, const T* A, Index lda, const PackedB<T>& B, bool a
   });
 }
 
-// C (M, N) (+)= A^T B with A (K, M) and B (K, N) row-major, K possibly huge (weight gradients):
-// each tile transposes its block of A into a row-major scratch and packs its block of B, one
-// K-block at a time. Same summation order as gemm_serial (kKC blocks, k ascending).
+// Scratch that par_gemm_tn needs for an N-column B: one packed K-block of B.
+template <typename T>
+inline Index tn_scratch_size(Index N) {
+  constexpr Index NR = Panel<T>::NR;
+  return kKC * ((N + NR - 1) / NR) * NR;
+}
+
+// C (M, N) (+)= A^T B with A (K, M) and B (K, N) row-major, K possibly huge (the weight gradients,
+// K = T*B). One K-block at a time: the threads first pack the block of B into `bpack` (see
+// tn_scratch_size) together, then each row tile of C transposes its block of A into a row-major
+// scratch on its stack and runs the micro-kernels. Every element of A and B is copied once per
+// call; the summation order is gemm_serial's (kKC blocks, k ascending).
 template <typename T>
 inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const T* B, Index ldb,
-                        bool accumulate, T* C, Index ldc) {
+                        bool accumulate, T* C, Index ldc, Buffer<T>& bpack) {
   constexpr Index NR = Panel<T>::NR;
-  for_each_tile(M, N, [&](Index m0, Index m1, Index n0, Index n1) {
-    const Index mt = m1 - m0, nt = n1 - n0;
-    alignas(64) T at[kGemmTileM * kKC];
-    alignas(64) T bp[kGemmTileN * kKC];
-    for (Index k0 = 0; k0 < K; k0 += kKC) {
-      const Index kc = std::min(kKC, K - k0);
+  const Index panels = (N + NR - 1) / NR;
+  const Index mtiles = (M + kGemmTileM - 1) / kGemmTileM;
+  for (Index k0 = 0; k0 < K; k0 += kKC) {
+    const Index kc = std::min(kKC, K - k0);
+#pragma omp for schedule(static)
+    for (Index j = 0; j < panels; ++j) {
+      T* dst = bpack.data() + j * kc * NR;
+      const Index w = std::min(NR, N - j * NR);
+      for (Index k = 0; k < kc; ++k) {
+        std::memcpy(dst + k * NR, B + (k0 + k) * ldb + j * NR, sizeof(T) * w);
+        for (Index c = w; c < NR; ++c) dst[k * NR + c] = T(0);
+      }
+    }
+    const bool acc = accumulate || k0 > 0;
+#pragma omp for schedule(static)
+    for (Index mt = 0; mt < mtiles; ++mt) {
+      const Index m0 = mt * kGemmTileM, rows = std::min(kGemmTileM, M - m0);
+      alignas(64) T at[kGemmTileM * kKC];
       for (Index k = 0; k < kc; ++k) {
         const T* arow = A + (k0 + k) * lda + m0;
-        for (Index i = 0; i < mt; ++i) at[i * kc + k] = arow[i];
-        const T* brow = B + (k0 + k) * ldb + n0;
-        for (Index j = 0; j < nt; j += NR) {
-          T* dst = bp + (j / NR) * kc * NR + k * NR;
-          const Index w = std::min(NR, nt - j);
-          std::memcpy(dst, brow + j, sizeof(T) * w);
-          for (Index c = w; c < NR; ++c) dst[c] = T(0);
-        }
+        for (Index i = 0; i < rows; ++i) at[i * kc + k] = arow[i];
       }
-      const bool acc = accumulate || k0 > 0;
-      for (Index j = 0; j < nt; j += NR)
-        for (Index i = 0; i < mt; i += kMR)
-          detail::micro_dispatch<T>(std::min(kMR, mt - i), kc, at + i * kc, kc,
-                                    bp + (j / NR) * kc * NR, C + (m0 + i) * ldc + n0 + j, ldc,
-                                    std::min(NR, nt - j), acc);
+      for (Index j = 0; j < panels; ++j)
+        for (Index i = 0; i < rows; i += kMR)
+          detail::micro_dispatch<T>(std::min(kMR, rows - i), kc, at + i * kc, kc,
+                                    bpack.data() + j * kc * NR, C + (m0 + i) * ldc + j * NR, ldc,
+                                    std::min(NR, N - j * NR), acc);
     }
-  });
+  }
 }
 
 }  // namespace rnnfast

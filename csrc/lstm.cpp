@@ -182,6 +182,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> dg_rows(seq, GH, nth);
   Buffer<T> bp_scratch(ptiles * B * kTileUnits);
+  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H)));
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {
@@ -242,15 +243,15 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
 
     // After the loop: the big GEMMs and reductions over dG.
     const T* dg = dgates.data();
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg, x, w_ih_p, TB);
-    prev_state_weight_grad<T>(g.dw_hh, dg, GH, GH, cache.h, h0, P, seq);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg, x, w_ih_p, TB, tn_scratch);
+    prev_state_weight_grad<T>(g.dw_hh, dg, GH, GH, cache.h, h0, P, seq, tn_scratch);
     if (proj) {
 #pragma omp for schedule(static)
       for (Index r = 0; r < TB; ++r) {
         tanh_to(m_all.data() + r * H, cache.c + r * H, H);
         ArrMap<T>(m_all.data() + r * H, H) *= ConstArrMap<T>(cache.gates + r * GH + o * H, H);
       }
-      par_gemm_tn<T>(P, H, TB, dht.data(), P, m_all.data(), H, false, g.dw_hr, H);
+      par_gemm_tn<T>(P, H, TB, dht.data(), P, m_all.data(), H, false, g.dw_hr, H, tn_scratch);
     }
     if (w.w_peep != nullptr) {
 #pragma omp for schedule(static)
