@@ -17,8 +17,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+import inspect
+
 from . import _core, reference
 from ._convert import as_float, as_lengths, compute_dtype
+from ._io import load_npz, save_npz
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
@@ -442,6 +445,36 @@ class _RecurrentLayer:
             dout = dx
         grad_x = np.ascontiguousarray(dout.transpose(1, 0, 2)) if self.batch_first else dout
         return grad_x, self._pack_states(ds_0)
+
+    # -- files ---------------------------------------------------------------------------------------
+    _FILE_VERSION = 1
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments (but seed and backend), enough to rebuild the layer."""
+        names = [p for p in inspect.signature(type(self)).parameters if p not in ("seed", "backend")]
+        config = {name: getattr(self, name) for name in names}
+        config["dtype"] = self.dtype.name
+        return config
+
+    def save(self, path: Any) -> None:
+        """Write the configuration and the parameters to ``path`` (.npz, nothing pickled)."""
+        save_npz(path, type(self).__name__, self._FILE_VERSION, self.config, self._params)
+
+    @classmethod
+    def load(cls, path: Any, backend: str = "core"):
+        """A layer from a file written by ``save`` of the same class. A file of another kind,
+        truncated or corrupt, raises ValueError naming it; nothing in it is executed."""
+        config, params = load_npz(path, cls.__name__, cls._FILE_VERSION)
+        expected = set(inspect.signature(cls).parameters) - {"seed", "backend"}
+        if set(config) != expected:
+            raise ValueError(f"{path}: configuration keys {sorted(config)}, expected {sorted(expected)}")
+        try:
+            layer = cls(**config, seed=0, backend=backend)
+            layer.load_state_dict(params)
+        except (TypeError, KeyError, ValueError) as err:
+            raise ValueError(f"{path}: not a valid {cls.__name__} file ({err})") from err
+        return layer
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers="
