@@ -1,4 +1,4 @@
-// The compiled module rnnfast._core: kernels (one file per cell in bind/), threads and build facts.
+// A compiled module rnnfast._core_<isa> (see CMakeLists.txt; rnnfast._core picks one): kernels (one file per cell in bind/), threads and build facts.
 #include <pybind11/pybind11.h>
 
 #include <string>
@@ -31,7 +31,7 @@ std::string simd_level() {
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+PYBIND11_MODULE(RNNFAST_MODULE, m) {
   m.doc() = "rnnfast compiled kernels (C++/Eigen/OpenMP). Use the rnnfast package, not this module.";
   rnnfast::bind::bind_lstm(m);
   rnnfast::bind::bind_gru(m);
@@ -51,6 +51,7 @@ PYBIND11_MODULE(_core, m) {
     d["compiler"] = RNNFAST_COMPILER;
     d["flags"] = RNNFAST_FLAGS;
     d["arch"] = RNNFAST_ARCH;
+    d["module"] = PYBIND11_TOSTRING(RNNFAST_MODULE);
     d["simd"] = simd_level();
     d["eigen"] = RNNFAST_EIGEN_VERSION;
     d["eigen_simd"] = Eigen::SimdInstructionSetsInUse();

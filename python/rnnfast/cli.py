@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .benchmark import add_bench_parser
+from .demos import add_demo_parser
+
 
 def _info(args: argparse.Namespace) -> int:
     import numpy as np
@@ -17,7 +20,7 @@ def _info(args: argparse.Namespace) -> int:
         ("threads", str(rnnfast.get_num_threads())),
         ("compiler", info["compiler"]),
         ("flags", info["flags"]),
-        ("arch", info["arch"]),
+        ("kernels", f"{info['module']} ({info['arch']}); builds present: {info['available']}"),
         ("SIMD", info["simd"]),
         ("Eigen", f"{info['eigen']} ({info['eigen_simd']})"),
         ("OpenMP", info["openmp"]),
@@ -56,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="every kernel against the NumPy reference (exit 1 on a miss)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_check)
+    add_bench_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 
