@@ -130,8 +130,10 @@ class CheckRow:
 SHAPES = ((9, 5, 7, 13), (6, 16, 40, 70))  # (T, B, I, H): odd sizes, and one that runs threaded
 
 
-def run_checks(seed: int = 0) -> list[CheckRow]:
-    """Every variant x dtype x shape x direction x (full, ragged) against the reference."""
+def run_checks(seed: int = 0, module=None) -> list[CheckRow]:
+    """Every variant x dtype x shape x direction x (full, ragged) of ``module`` (default: the
+    kernels rnnfast runs, ``rnnfast._core``) against the reference."""
+    module = _core if module is None else module
     rng = np.random.default_rng(seed)
     rows = []
     for v in VARIANTS:
@@ -142,7 +144,7 @@ def run_checks(seed: int = 0) -> list[CheckRow]:
                     for ragged in (False, True):
                         case = make_case(v, T, B, I, H, rng, ragged)
                         ref_out, ref_g = run(reference, v, case, np.float64, reverse)
-                        out, g = run(_core, v, case, dtype, reverse)
+                        out, g = run(module, v, case, dtype, reverse)
                         for k in ref_out:
                             worst["forward"] = max(worst["forward"], relative_error(out[k], ref_out[k]))
                         for k in ref_g:
