@@ -158,8 +158,8 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const PackedB<T> w_hn_p = lbr ? PackedB<T>() : PackedB<T>::from_rows(w.w_hh + n * H * H, H, H, H);
   Buffer<T> dgx(TB * GH), dgh_store(lbr ? TB * GH : 0);
   T* dgh = lbr ? dgh_store.data() : dgx.data();
-  Buffer<T> ring_dh(2 * B * H, T(0)), drh(lbr ? 0 : B * H), rh_all(lbr ? 0 : TB * H);
-  if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
+  GradRing<T> dh(B, H, dh_n);
+  Buffer<T> drh(lbr ? 0 : B * H), rh_all(lbr ? 0 : TB * H);
 
   const int nth = region_threads(double(B) * GH * (H + I));
   const ActiveRows<T> dg_rows(seq, lbr ? GH : 2 * H, nth);
@@ -170,8 +170,8 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
       const Index step = Tn - 1 - k;
-      const T* dh_in = ring_dh.data() + (step % 2) * B * H;
-      T* dh_out = ring_dh.data() + ((step + 1) % 2) * B * H;
+      const T* dh_in = dh.in(step);
+      T* dh_out = dh.out(step);
       const T* gates_t = cache.gates + t * B * GH;
       const T* h_prev = seq.prev_state<T>(cache.h, h0, t, H);
       const T* dy_t = dy != nullptr ? dy + t * B * H : nullptr;
@@ -253,8 +253,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
     }
   }
 
-  const T* dh_final = ring_dh.data() + (Tn % 2) * B * H;
-  std::copy(dh_final, dh_final + B * H, g.dh0);
+  dh.copy_result(Tn, g.dh0);
 }
 
 #define RNNFAST_INSTANTIATE(T)                                                                  \

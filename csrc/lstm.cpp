@@ -174,9 +174,9 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, GH, P, P);
   const PackedB<T> w_hr_p = proj ? PackedB<T>::from_rows(w.w_hr, P, H, H) : PackedB<T>();
   Buffer<T> dgates(TB * GH);
-  Buffer<T> ring_dh(2 * B * P, T(0)), dc(B * H, T(0));
+  GradRing<T> dh(B, P, dh_n);
+  Buffer<T> dc(B * H, T(0));
   Buffer<T> dht(proj ? TB * P : 0), dm(B * H), m_all(proj ? TB * H : 0);
-  if (dh_n != nullptr) std::copy(dh_n, dh_n + B * P, ring_dh.begin());
   if (dc_n != nullptr) std::copy(dc_n, dc_n + B * H, dc.begin());
 
   const int nth = region_threads(double(B) * GH * (P + I));
@@ -188,8 +188,8 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
       const Index step = Tn - 1 - k;  // how many steps were walked back already
-      const T* dh_in = ring_dh.data() + (step % 2) * B * P;
-      T* dh_out = ring_dh.data() + ((step + 1) % 2) * B * P;
+      const T* dh_in = dh.in(step);
+      T* dh_out = dh.out(step);
       const T* gates_t = cache.gates + t * B * GH;
       const T* c_t = cache.c + t * B * H;
       const T* c_prev = seq.prev_state<T>(cache.c, c0, t, H);
@@ -278,8 +278,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   }
 
   std::copy(g.db_ih, g.db_ih + GH, g.db_hh);
-  const T* dh_final = ring_dh.data() + (Tn % 2) * B * P;
-  std::copy(dh_final, dh_final + B * P, g.dh0);
+  dh.copy_result(Tn, g.dh0);
   std::copy(dc.begin(), dc.end(), g.dc0);
 }
 

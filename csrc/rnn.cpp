@@ -83,8 +83,8 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const PackedB<T> w_ih_p = PackedB<T>::from_rows(w.w_ih, H, I, I);
   const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, H, H, H);
   Buffer<T> dg(TB * H);
-  Buffer<T> ring_dh(2 * B * H, T(0));
-  if (dh_n != nullptr) std::copy(dh_n, dh_n + B * H, ring_dh.begin());
+  GradRing<T> dh(B, H, dh_n);
+;
 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> dg_rows(seq, H, nth);
@@ -95,8 +95,8 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
       const Index step = Tn - 1 - k;
-      const T* dh_in = ring_dh.data() + (step % 2) * B * H;
-      T* dh_out = ring_dh.data() + ((step + 1) % 2) * B * H;
+      const T* dh_in = dh.in(step);
+      T* dh_out = dh.out(step);
       T* dg_t = dg.data() + t * B * H;
       const T* dy_t = dy != nullptr ? dy + t * B * H : nullptr;
 #pragma omp for schedule(static)
@@ -121,8 +121,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   }
 
   std::copy(g.db_ih, g.db_ih + H, g.db_hh);
-  const T* dh_final = ring_dh.data() + (Tn % 2) * B * H;
-  std::copy(dh_final, dh_final + B * H, g.dh0);
+  dh.copy_result(Tn, g.dh0);
 }
 
 #define RNNFAST_INSTANTIATE(T)                                                                  \

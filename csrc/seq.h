@@ -77,6 +77,25 @@ void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const PackedB
   }
 }
 
+// The gradient w.r.t. the carried state during the backward walk: two (B, W) buffers that trade
+// places every step. Starts from d_final (the gradient w.r.t. the final state; null = zeros).
+template <typename T>
+class GradRing {
+ public:
+  GradRing(Index B, Index W, const T* d_final) : bw_(B * W), buf_(2 * B * W, T(0)) {
+    if (d_final != nullptr) std::copy(d_final, d_final + bw_, buf_.data());
+  }
+  // Into / out of the step walked `step`-th (0 = the last processed step).
+  const T* in(Index step) const { return buf_.data() + (step % 2) * bw_; }
+  T* out(Index step) { return buf_.data() + ((step + 1) % 2) * bw_; }
+  // After all T steps: the gradient w.r.t. the initial state.
+  void copy_result(Index T_, T* dst) const { std::copy(in(T_), in(T_) + bw_, dst); }
+
+ private:
+  Index bw_;
+  Buffer<T> buf_;
+};
+
 // Per-thread dense copies of the rows active at a step, so that the per-step GEMMs skip the rows
 // past their sequence's end: with ragged lengths a step costs what its active rows cost. Rows are
 // kept in batch order (no sorting); without lengths nothing is copied.

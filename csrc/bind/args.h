@@ -72,6 +72,25 @@ T* mut(py::array_t<T>& a) {
   return a.mutable_data();
 }
 
+// The gradients every cell's backward returns, allocated for w_ih (G*H, I), w_hh (G*H, P).
+template <typename T>
+struct CoreGrads {
+  py::array_t<T> dx, dh0, dw_ih, dw_hh, db_ih, db_hh;
+  CoreGrads(Index T_, Index B, Index I, Index GH, Index P)
+      : dx(empty<T>({T_, B, I})), dh0(empty<T>({B, P})), dw_ih(empty<T>({GH, I})),
+        dw_hh(empty<T>({GH, P})), db_ih(empty<T>({GH})), db_hh(empty<T>({GH})) {}
+  py::dict to_dict() const {
+    py::dict d;
+    d["dx"] = dx;
+    d["dh0"] = dh0;
+    d["dw_ih"] = dw_ih;
+    d["dw_hh"] = dw_hh;
+    d["db_ih"] = db_ih;
+    d["db_hh"] = db_hh;
+    return d;
+  }
+};
+
 // The cache of a training forward, read back in the backward: every field checked.
 py::array cache_field(const Args& args, const py::handle& cache, const char* key,
                       const std::vector<Index>& shape);

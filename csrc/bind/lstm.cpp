@@ -91,19 +91,14 @@ py::dict backward(const LstmCall& c, const py::handle& dy, const py::handle& dh_
   py::array cs = cache_field(a, cache, "c", {s.T, s.B, s.H});
   py::array hs = cache_field(a, cache, "h", {s.T, s.B, s.P});
 
-  auto dx = empty<T>({s.T, s.B, s.I});
-  auto dh0 = empty<T>({s.B, s.P});
+  CoreGrads<T> r(s.T, s.B, s.I, G * s.H, s.P);
   auto dc0 = empty<T>({s.B, s.H});
-  auto dw_ih = empty<T>({G * s.H, s.I});
-  auto dw_hh = empty<T>({G * s.H, s.P});
-  auto db_ih = empty<T>({G * s.H});
-  auto db_hh = empty<T>({G * s.H});
   py::array_t<T> dw_hr, dw_peep;
   if (given(c.w_hr)) dw_hr = empty<T>({s.P, s.H});
   if (given(c.w_peep)) dw_peep = empty<T>({3, s.H});
-  const LstmGrads<T> g{mut(dx),    mut(dh0),   mut(dc0),
-                       mut(dw_ih), mut(dw_hh), mut(db_ih),
-                       mut(db_hh), given(c.w_hr) ? mut(dw_hr) : nullptr,
+  const LstmGrads<T> g{mut(r.dx),    mut(r.dh0),   mut(dc0),
+                       mut(r.dw_ih), mut(r.dw_hh), mut(r.db_ih),
+                       mut(r.db_hh), given(c.w_hr) ? mut(dw_hr) : nullptr,
                        given(c.w_peep) ? mut(dw_peep) : nullptr};
   // The backward only reads the cache; the kernel's struct is non-const for the forward's sake.
   const LstmCache<T> saved{const_cast<T*>(Args::ptr<T>(gates)), const_cast<T*>(Args::ptr<T>(cs)),
@@ -114,14 +109,8 @@ py::dict backward(const LstmCall& c, const py::handle& dy, const py::handle& dh_
     lstm_backward<T>(g, Args::ptr<T>(dy_a), Args::ptr<T>(dhn_a), Args::ptr<T>(dcn_a),
                      Args::ptr<T>(c.x), Args::ptr<T>(c.h0), Args::ptr<T>(c.c0), w, saved, s);
   }
-  py::dict out;
-  out["dx"] = dx;
-  out["dh0"] = dh0;
+  py::dict out = r.to_dict();
   out["dc0"] = dc0;
-  out["dw_ih"] = dw_ih;
-  out["dw_hh"] = dw_hh;
-  out["db_ih"] = db_ih;
-  out["db_hh"] = db_hh;
   if (given(c.w_hr)) out["dw_hr"] = dw_hr;
   if (given(c.w_peep)) out["dw_peep"] = dw_peep;
   return out;

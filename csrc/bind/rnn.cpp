@@ -75,13 +75,8 @@ py::dict backward(const RnnCall& c, const py::handle& dy, const py::handle& dh_n
   py::array dhn_a = a.optional(dh_n, "dh_n", {s.B, s.H});
   py::array hs = cache_field(a, cache, "h", {s.T, s.B, s.H});
 
-  auto dx = empty<T>({s.T, s.B, s.I});
-  auto dh0 = empty<T>({s.B, s.H});
-  auto dw_ih = empty<T>({s.H, s.I});
-  auto dw_hh = empty<T>({s.H, s.H});
-  auto db_ih = empty<T>({s.H});
-  auto db_hh = empty<T>({s.H});
-  const RnnGrads<T> g{mut(dx), mut(dh0), mut(dw_ih), mut(dw_hh), mut(db_ih), mut(db_hh)};
+  CoreGrads<T> r(s.T, s.B, s.I, s.H, s.H);
+  const RnnGrads<T> g{mut(r.dx), mut(r.dh0), mut(r.dw_ih), mut(r.dw_hh), mut(r.db_ih), mut(r.db_hh)};
   // The backward only reads the cache; the kernel's struct is non-const for the forward's sake.
   const RnnCache<T> saved{const_cast<T*>(Args::ptr<T>(hs))};
   const RnnWeights<T> w = c.weights<T>();
@@ -90,14 +85,7 @@ py::dict backward(const RnnCall& c, const py::handle& dy, const py::handle& dh_n
     rnn_backward<T>(g, Args::ptr<T>(dy_a), Args::ptr<T>(dhn_a), Args::ptr<T>(c.x),
                     Args::ptr<T>(c.h0), w, saved, s);
   }
-  py::dict out;
-  out["dx"] = dx;
-  out["dh0"] = dh0;
-  out["dw_ih"] = dw_ih;
-  out["dw_hh"] = dw_hh;
-  out["db_ih"] = db_ih;
-  out["db_hh"] = db_hh;
-  return out;
+  return r.to_dict();
 }
 
 }  // namespace
