@@ -31,21 +31,25 @@ def load_npz(path: Any, fmt: str, version: int) -> tuple[dict[str, Any], dict[st
     raises ValueError naming the file; a missing file stays FileNotFoundError.
     """
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with loaded as npz:
-            if "__format__" not in npz.files:
-                raise ValueError("no '__format__' entry: not an rnnfast model file")
-            if str(npz["__format__"]) != fmt:
-                raise ValueError(f"format {str(npz['__format__'])!r}, expected {fmt!r}")
-            if int(npz["__version__"]) != version:
-                raise ValueError(f"format version {int(npz['__version__'])}, this rnnfast reads "
-                                 f"{version}")
-            config = json.loads(str(npz["__config__"]))
-            if not isinstance(config, dict):
-                raise ValueError(f"configuration {config!r} is not a mapping")
-            params = {key[len("param/"):]: npz[key] for key in npz.files if key.startswith("param/")}
+        # Our own handle: np.load leaks the one it opens when the zip archive is unreadable
+        # (a ResourceWarning, an error under pytest's warnings-as-errors).
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with loaded as npz:
+                if "__format__" not in npz.files:
+                    raise ValueError("no '__format__' entry: not an rnnfast model file")
+                if str(npz["__format__"]) != fmt:
+                    raise ValueError(f"format {str(npz['__format__'])!r}, expected {fmt!r}")
+                if int(npz["__version__"]) != version:
+                    raise ValueError(f"format version {int(npz['__version__'])}, this rnnfast "
+                                     f"reads {version}")
+                config = json.loads(str(npz["__config__"]))
+                if not isinstance(config, dict):
+                    raise ValueError(f"configuration {config!r} is not a mapping")
+                params = {key[len("param/"):]: npz[key] for key in npz.files
+                          if key.startswith("param/")}
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
