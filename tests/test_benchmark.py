@@ -1,0 +1,159 @@
+"""Smoke test of the benchmark harness (``rnnfast bench``, rnnfast.benchmark): it runs, writes and
+reads its files, checks competitors against the reference, and refuses one that is wrong.
+
+No timing is asserted (timings live in bench/); only that the harness measured something and that
+its bookkeeping (flops, CSV, refusal, exit status) is right. Tiny shapes, one run, one thread.
+"""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnfast import benchmark as rb
+
+QUICK = ["--quick", "--repeats", "1", "--threads", "1", "--min-time", "0", "--sgemm-size", "128"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _available(name):
+    return rb.missing_module(name) is None
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``rnnfast bench --quick`` once, with --csv and --markdown: (exit status, output folder)."""
+    out = tmp_path_factory.mktemp("bench")
+    status = rb.main([*QUICK, "--csv", str(out / "quick.csv"), "--markdown", str(out / "RESULTS.md")])
+    return status, out
+
+
+def test_flops_count_the_gemms():
+    lstm = rb.Case("sequence", "lstm", B=3, T=5, I=7, H=11)
+    assert lstm.flops("forward") == 2 * 5 * 3 * 4 * 11 * (7 + 11)
+    assert lstm.flops("train") == 3 * lstm.flops("forward")
+    stack = rb.Case("layer", "gru", B=2, T=4, I=6, H=5, layers=2, directions=2)
+    per_direction = 2 * 4 * 2 * 3 * 5
+    assert stack.flops("forward") == 2 * per_direction * ((6 + 5) + (2 * 5 + 5))
+
+
+def test_grid_and_shapes():
+    cases = rb.grid()
+    assert [(c.B, c.T, c.H) for c in cases if c.kind == "sequence" and c.cell == "lstm"] == \
+        list(rb.SEQUENCE_SHAPES)
+    assert {c.kind for c in cases} == {"sequence", "layer", "cell"}
+    assert rb.parse_shape("2,3,4") == (2, 3, 4, 4)
+    assert rb.parse_shape("2,3,5,4") == (2, 3, 5, 4)
+    with pytest.raises(Exception, match="B,T,H"):
+        rb.parse_shape("2,3")
+    custom = rb.grid(cells=("gru",), kinds=("sequence",), shapes=[(2, 3, 5, 4)])
+    assert custom == [rb.Case("sequence", "gru", 2, 3, 5, 4)]
+
+
+def test_quick_run_writes_a_csv_that_reads_back(quick_run):
+    status, out = quick_run
+    assert status == 0
+    rows = rb.read_csv(str(out / "quick.csv"))
+    sgemm, rows = rows[0], rows[1:]
+    assert sgemm["kind"] == "sgemm" and float(sgemm["gflops"]) > 0
+    cases = rb.grid(quick=True)
+    expected = {(c.label, mode, name) for c in cases for mode in c.modes for name in rb.CONTENDERS}
+    assert {(r["case"], r["mode"], r["contender"]) for r in rows} == expected
+    for r in rows:
+        name, mode = r["contender"], r["mode"]
+        if name == "onnxruntime" and mode == "train":
+            assert r["status"] == rb.NA
+        elif name == "rnnfast" or _available(name):
+            assert r["status"] == rb.OK, r
+            assert float(r["median_ms"]) > 0 and int(r["runs"]) >= 1
+            assert float(r["max_rel_error"]) <= rb.tolerance(mode)
+        else:
+            assert r["status"] == rb.ABSENT
+        if name == "rnnfast":
+            assert float(r["gflops"]) > 0 and float(r["speedup"]) == 1.0
+
+
+def test_quick_run_writes_results_markdown(quick_run):
+    _, out = quick_run
+    text = (out / "RESULTS.md").read_text()
+    assert "| case | mode | rnnfast ms |" in text
+    assert "numpy" in text and "rnnfast 0." in text and "Machine:" in text
+    assert "Produced by `" in text
+    for case in rb.grid(quick=True):
+        assert f"| {case.label} | forward |" in text
+
+
+def test_compare_script(quick_run):
+    _, out = quick_run
+    csv_file = str(out / "quick.csv")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "compare.py"), csv_file, csv_file,
+                           "--contender", "rnnfast"], capture_output=True, text=True, check=True)
+    assert "geometric mean speed-up after/before, rnnfast: 1.000x" in done.stdout
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_onnx_and_torch_agree_with_the_reference(cell):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    case = rb.Case("sequence", cell, B=3, T=4, I=5, H=6)
+    problem = rb.make_problem(case)
+    want = rb.judge(case, problem).forward()
+    for contender in (rb.torch_contender(case, problem), rb.onnx_contender(case, problem, 1)):
+        result = rb.verify(contender, "forward", want, case)
+        assert result.status == rb.OK, result.note
+        assert result.error <= rb.tolerance("forward")
+
+
+# A competitor wired wrongly: the LSTM's gates left in torch's order, or the GRU with ONNX's default
+# linear_before_reset=0 (Cho et al.'s candidate, not PyTorch's).
+WRONG_WIRING = {"lstm": {"gate_order": (0, 1, 2, 3)}, "gru": {"linear_before_reset": 0}}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_wrong_competitor_is_refused(cell):
+    pytest.importorskip("onnxruntime")
+    case = rb.Case("sequence", cell, B=3, T=4, I=5, H=6)
+    problem = rb.make_problem(case)
+    want = rb.judge(case, problem).forward()
+    wrong = rb.onnx_contender(case, problem, 1, **WRONG_WIRING[cell])
+    result = rb.verify(wrong, "forward", want, case)
+    assert result.status == rb.WRONG and result.fn is None
+    assert result.error > 1e-3 and "disagrees with the reference" in result.note
+    rb.time_interleaved([result], rb.Settings(threads=1, repeats=2, min_time=0))
+    assert result.times == []
+
+
+def test_a_wrong_competitor_fails_the_command(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setitem(rb.ONNX_GATE_ORDER, "lstm", (0, 1, 2, 3))
+    status = rb.main([*QUICK, "--cells", "lstm", "--kinds", "sequence", "--against", "onnxruntime",
+                      "--csv", str(tmp_path / "wrong.csv")])
+    assert status == 1
+    captured = capsys.readouterr()
+    assert "WRONG" in captured.out and "disagrees with the reference" in captured.err
+    with open(tmp_path / "wrong.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["contender"] == "onnxruntime"]
+    assert rows and all(r["status"] == rb.WRONG and r["median_ms"] == "" for r in rows
+                        if r["mode"] == "forward")
+
+
+def test_missing_or_nan_tensors_count_as_wrong():
+    want = {"y": np.ones((2, 3)), "h_n": np.ones((1, 3))}
+    assert rb.compare({"y": np.ones((2, 3)), "h_n": np.ones((1, 3))}, want) == (0.0, "")
+    error, where = rb.compare({"y": np.ones((2, 3))}, want)
+    assert error == np.inf and where.startswith("h_n")
+    error, where = rb.compare({"y": np.full((2, 3), np.nan), "h_n": np.ones((1, 3))}, want)
+    assert error == np.inf and where == "y"
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    case = rb.Case("sequence", "lstm", B=1, T=2, I=3, H=3)
+    results = [rb.Result(case, mode, name, rb.OK, times=[t]) for mode in case.modes
+               for name, t in (("rnnfast", 1e-3), ("torch", 2e-3))]
+    report = rb.Report(rb.Settings(threads=1, against=("torch",)), results, [1e-3], "", "test")
+    rb.write_plot(report, str(tmp_path / "speedups.png"))
+    assert (tmp_path / "speedups.png").read_bytes()[:4] == b"\x89PNG"
