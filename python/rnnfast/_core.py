@@ -46,6 +46,25 @@ def _candidates(cap: str | None) -> list[str]:
     return _ORDER[_ORDER.index(_CAPS[cap]):]
 
 
+# How long an OpenMP thread spins before it sleeps. libgomp's default (300,000 spins, milliseconds)
+# keeps our idle worker busy long after a kernel returns, taking a core from whatever the program
+# does next (NumPy's BLAS threads, most often, which then wait on each other): measured 5-25x
+# slower small training steps on a 2-core machine. 10,000 spins (~0.1 ms here) still covers the
+# waits at the barriers inside a kernel. Applied while the kernels' libgomp initialises, and only
+# when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT; the environment is restored after.
+_SPINCOUNT = "10000"
+
+
+def _import(name: str) -> ModuleType:
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return importlib.import_module(f"rnnfast.{name}")
+    os.environ["GOMP_SPINCOUNT"] = _SPINCOUNT
+    try:
+        return importlib.import_module(f"rnnfast.{name}")
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
+
+
 def _select() -> ModuleType:
     flags = cpu_flags()
     tried = []
@@ -53,7 +72,7 @@ def _select() -> ModuleType:
         if name in _LEVELS and not _LEVELS[name] <= flags and name != "_core_x86_64":
             continue  # this CPU lacks the instructions
         try:
-            return importlib.import_module(f"rnnfast.{name}")
+            return _import(name)
         except ImportError:
             tried.append(name)
     raise ImportError(f"rnnfast: no compiled kernels usable on this CPU (looked for {tried})")
