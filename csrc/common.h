@@ -74,6 +74,26 @@ struct Seq {
   Index last_time() const { return reverse ? 0 : T - 1; }
 };
 
+// The weights every cell has: w_ih (G*H, I), w_hh (G*H, P), biases (G*H,) or null.
+template <typename T>
+struct Weights {
+  const T* w_ih;
+  const T* w_hh;
+  const T* b_ih;
+  const T* b_hh;
+};
+
+// The gradients every cell's backward writes, shaped like x, h0 and the Weights.
+template <typename T>
+struct Grads {
+  T* dx;     // (T, B, I)
+  T* dh0;    // (B, P)
+  T* dw_ih;  // (G*H, I)
+  T* dw_hh;  // (G*H, P)
+  T* db_ih;  // (G*H,)
+  T* db_hh;  // (G*H,)
+};
+
 // Units [lo, hi) of tile k of n units.
 struct Tile {
   Index lo, hi;

@@ -20,12 +20,7 @@ struct GruShape {
 };
 
 template <typename T>
-struct GruWeights {
-  const T* w_ih;  // (3H, I)
-  const T* w_hh;  // (3H, H)
-  const T* b_ih;  // (3H,) or null
-  const T* b_hh;  // (3H,) or null
-};
+using GruWeights = Weights<T>;  // w_ih (3H, I), w_hh (3H, H), biases (3H,)
 
 // What the forward saves for the backward; all null in inference. Read-only in the backward.
 template <typename T>
@@ -36,14 +31,7 @@ struct GruCache {
 };
 
 template <typename T>
-struct GruGrads {
-  T* dx;     // (T, B, I)
-  T* dh0;    // (B, H)
-  T* dw_ih;  // (3H, I)
-  T* dw_hh;  // (3H, H)
-  T* db_ih;  // (3H,)
-  T* db_hh;  // (3H,)
-};
+using GruGrads = Grads<T>;
 
 // y (T, B, H), h_n (B, H); x (T, B, I), h0 (B, H).
 template <typename T>

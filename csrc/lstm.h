@@ -22,11 +22,7 @@ struct LstmShape {
 };
 
 template <typename T>
-struct LstmWeights {
-  const T* w_ih;    // (4H, I)
-  const T* w_hh;    // (4H, P)
-  const T* b_ih;    // (4H,) or null
-  const T* b_hh;    // (4H,) or null
+struct LstmWeights : Weights<T> {  // w_ih (4H, I), w_hh (4H, P), biases (4H,), and:
   const T* w_hr;    // (P, H) or null: projection
   const T* w_peep;  // (3, H) or null: rows p_i, p_f, p_o
 };
@@ -40,14 +36,8 @@ struct LstmCache {
 };
 
 template <typename T>
-struct LstmGrads {
-  T* dx;       // (T, B, I)
-  T* dh0;      // (B, P)
+struct LstmGrads : Grads<T> {
   T* dc0;      // (B, H)
-  T* dw_ih;    // (4H, I)
-  T* dw_hh;    // (4H, P)
-  T* db_ih;    // (4H,)
-  T* db_hh;    // (4H,)
   T* dw_hr;    // (P, H), written iff w_hr is given
   T* dw_peep;  // (3, H), written iff w_peep is given
 };

@@ -18,12 +18,7 @@ struct RnnShape {
 };
 
 template <typename T>
-struct RnnWeights {
-  const T* w_ih;  // (H, I)
-  const T* w_hh;  // (H, H)
-  const T* b_ih;  // (H,) or null
-  const T* b_hh;  // (H,) or null
-};
+using RnnWeights = Weights<T>;  // w_ih (H, I), w_hh (H, H), biases (H,)
 
 // What the forward saves for the backward; null in inference. Read-only in the backward.
 template <typename T>
@@ -32,14 +27,7 @@ struct RnnCache {
 };
 
 template <typename T>
-struct RnnGrads {
-  T* dx;     // (T, B, I)
-  T* dh0;    // (B, H)
-  T* dw_ih;  // (H, I)
-  T* dw_hh;  // (H, H)
-  T* db_ih;  // (H,)
-  T* db_hh;  // (H,)
-};
+using RnnGrads = Grads<T>;
 
 // y (T, B, H), h_n (B, H); x (T, B, I), h0 (B, H).
 template <typename T>

@@ -79,6 +79,9 @@ struct CoreGrads {
   CoreGrads(Index T_, Index B, Index I, Index GH, Index P)
       : dx(empty<T>({T_, B, I})), dh0(empty<T>({B, P})), dw_ih(empty<T>({GH, I})),
         dw_hh(empty<T>({GH, P})), db_ih(empty<T>({GH})), db_hh(empty<T>({GH})) {}
+  Grads<T> pointers() {
+    return {mut(dx), mut(dh0), mut(dw_ih), mut(dw_hh), mut(db_ih), mut(db_hh)};
+  }
   py::dict to_dict() const {
     py::dict d;
     d["dx"] = dx;

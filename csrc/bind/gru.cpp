@@ -78,7 +78,7 @@ py::dict backward(const GruCall& c, const py::handle& dy, const py::handle& dh_n
   if (s.linear_before_reset) hn = cache_field(a, cache, "hn", {s.T, s.B, s.H});
 
   CoreGrads<T> r(s.T, s.B, s.I, G * s.H, s.H);
-  const GruGrads<T> g{mut(r.dx), mut(r.dh0), mut(r.dw_ih), mut(r.dw_hh), mut(r.db_ih), mut(r.db_hh)};
+  const GruGrads<T> g = r.pointers();
   // The backward only reads the cache; the kernel's struct is non-const for the forward's sake.
   const GruCache<T> saved{const_cast<T*>(Args::ptr<T>(gates)), const_cast<T*>(Args::ptr<T>(hs)),
                           const_cast<T*>(Args::ptr<T>(hn))};

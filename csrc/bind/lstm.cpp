@@ -15,8 +15,9 @@ struct LstmCall {
 
   template <typename T>
   LstmWeights<T> weights() const {
-    return {Args::ptr<T>(w_ih), Args::ptr<T>(w_hh),  Args::ptr<T>(b_ih),
-            Args::ptr<T>(b_hh), Args::ptr<T>(w_hr), Args::ptr<T>(w_peep)};
+    return {{Args::ptr<T>(w_ih), Args::ptr<T>(w_hh), Args::ptr<T>(b_ih), Args::ptr<T>(b_hh)},
+            Args::ptr<T>(w_hr),
+            Args::ptr<T>(w_peep)};
   }
 };
 
@@ -96,9 +97,7 @@ py::dict backward(const LstmCall& c, const py::handle& dy, const py::handle& dh_
   py::array_t<T> dw_hr, dw_peep;
   if (given(c.w_hr)) dw_hr = empty<T>({s.P, s.H});
   if (given(c.w_peep)) dw_peep = empty<T>({3, s.H});
-  const LstmGrads<T> g{mut(r.dx),    mut(r.dh0),   mut(dc0),
-                       mut(r.dw_ih), mut(r.dw_hh), mut(r.db_ih),
-                       mut(r.db_hh), given(c.w_hr) ? mut(dw_hr) : nullptr,
+  const LstmGrads<T> g{r.pointers(), mut(dc0), given(c.w_hr) ? mut(dw_hr) : nullptr,
                        given(c.w_peep) ? mut(dw_peep) : nullptr};
   // The backward only reads the cache; the kernel's struct is non-const for the forward's sake.
   const LstmCache<T> saved{const_cast<T*>(Args::ptr<T>(gates)), const_cast<T*>(Args::ptr<T>(cs)),

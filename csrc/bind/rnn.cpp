@@ -76,7 +76,7 @@ py::dict backward(const RnnCall& c, const py::handle& dy, const py::handle& dh_n
   py::array hs = cache_field(a, cache, "h", {s.T, s.B, s.H});
 
   CoreGrads<T> r(s.T, s.B, s.I, s.H, s.H);
-  const RnnGrads<T> g{mut(r.dx), mut(r.dh0), mut(r.dw_ih), mut(r.dw_hh), mut(r.db_ih), mut(r.db_hh)};
+  const RnnGrads<T> g = r.pointers();
   // The backward only reads the cache; the kernel's struct is non-const for the forward's sake.
   const RnnCache<T> saved{const_cast<T*>(Args::ptr<T>(hs))};
   const RnnWeights<T> w = c.weights<T>();
