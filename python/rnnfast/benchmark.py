@@ -98,7 +98,11 @@ ABSENT = "absent"  # not importable
 NA = "n/a"  # has no such mode (ONNX Runtime has no training)
 UNTIMED = "untimed"  # verified but not timed (the reference with ref_repeats = 0)
 
-_SETTLE_S = 0.001  # pause between two contenders' runs: lets the previous one's spinning threads sleep
+# Pause between two contenders' runs, long enough for the thread pools of the one that just ran (libgomp
+# spins for milliseconds by default, ONNX Runtime's pool too) to fall asleep: a run that starts while
+# another library's threads still spin shares the cores with them (measured: rnnfast's LSTM forward
+# 12 ms alone, 41 ms right after ONNX Runtime).
+_SETTLE_S = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
