@@ -29,9 +29,20 @@ inline void map_packets(float* dst, const float* src, Index n, Op op) {
 
 }  // namespace detail
 
+// Eigen's float logistic, made exactly 0 below -88.38 (where exp(-x) overflows float): its clamped
+// exponential would give a denormal there, and then saturated gates would not have a zero slope.
+struct ExactLogistic {
+  template <typename Packet>
+  Packet packetOp(const Packet& x) const {
+    using namespace Eigen::internal;
+    const Packet y = scalar_logistic_op<float>().packetOp(x);
+    return pselect(pcmp_lt(x, pset1<Packet>(-88.3762626647949f)), pzero(x), y);
+  }
+};
+
 // dst[k] = sigmoid(src[k]); dst may be src.
 inline void sigmoid_to(float* dst, const float* src, Index n) {
-  detail::map_packets(dst, src, n, Eigen::internal::scalar_logistic_op<float>());
+  detail::map_packets(dst, src, n, ExactLogistic());
 }
 inline void sigmoid_to(double* dst, const double* src, Index n) {
   for (Index k = 0; k < n; ++k) dst[k] = 1.0 / (1.0 + std::exp(-src[k]));

@@ -5,6 +5,8 @@
 
 #include <omp.h>
 
+#include <atomic>
+
 #include "common.h"
 
 namespace rnnfast {
@@ -12,8 +14,20 @@ namespace rnnfast {
 // Below this many multiply-adds per recurrent step, a second thread does not pay for its barriers.
 constexpr double kParallelStepWork = 96.0 * 1024.0;
 
-inline int max_threads() { return omp_get_max_threads(); }
-inline void set_max_threads(int n) { omp_set_num_threads(n); }
+// The thread count, one for the whole process (OpenMP's own setting is per calling thread, so a
+// count set from one Python thread would not apply to calls from another). 0 = OpenMP's default.
+inline std::atomic<int>& thread_setting() {
+  static std::atomic<int> n{0};
+  return n;
+}
+inline int max_threads() {
+  const int n = thread_setting().load(std::memory_order_relaxed);
+  return n > 0 ? n : omp_get_max_threads();
+}
+inline void set_max_threads(int n) { thread_setting().store(n, std::memory_order_relaxed); }
+// The most threads set_num_threads accepts: more than this only oversubscribes, and a runtime
+// that cannot create them ends the process (libgomp calls exit).
+inline int thread_limit() { return 4 * omp_get_num_procs(); }
 
 // Threads for a region whose recurrent step costs `step_work` multiply-adds.
 inline int region_threads(double step_work) {

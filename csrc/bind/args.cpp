@@ -1,5 +1,6 @@
 #include "bind/args.h"
 
+#include <cstdint>
 #include <limits>
 #include <sstream>
 
@@ -29,13 +30,22 @@ Index checked_numel(std::initializer_list<Index> dims, const char* what) {
 
 namespace {
 
+// The kernels read arrays through typed pointers: they must be C-contiguous and aligned for their
+// dtype (NumPy can make arrays that are neither, e.g. views into a byte buffer at an odd offset).
+void check_layout(const py::array& a, const std::string& name) {
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(name + ": expected a C-contiguous array");
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0)
+    throw py::value_error(name + ": expected an array aligned for its dtype (got a misaligned view)");
+}
+
 std::string type_name(const py::handle& obj) {
   return py::str(py::type::handle_of(obj).attr("__name__"));
 }
 
 bool is_float_kind(const py::array& a, bool& is_double) {
-  if (a.dtype().is(py::dtype::of<float>())) { is_double = false; return true; }
-  if (a.dtype().is(py::dtype::of<double>())) { is_double = true; return true; }
+  if (a.dtype().equal(py::dtype::of<float>())) { is_double = false; return true; }
+  if (a.dtype().equal(py::dtype::of<double>())) { is_double = true; return true; }
   return false;
 }
 
@@ -52,8 +62,7 @@ Args::Args(const py::handle& x, const char* name, int ndim, const char* dims_doc
   if (first_.ndim() != ndim)
     throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) + "-D array " +
                           dims_doc + ", got shape " + shape_of(first_));
-  if (!(first_.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  check_layout(first_, name);
   for (int d = 0; d < ndim; ++d)
     if (first_.shape(d) == 0)
       throw py::value_error(std::string(name) + ": expected non-empty dimensions " + dims_doc +
@@ -70,8 +79,7 @@ py::array Args::as_checked_array(const py::handle& obj, const char* name) const 
   if (!is_float_kind(a, d) || d != is_double_)
     throw py::type_error(std::string(name) + ": expected dtype " + want +
                          " (the dtype of the first input), got " + std::string(py::str(a.dtype())));
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  check_layout(a, name);
   return a;
 }
 
@@ -107,12 +115,11 @@ py::array lengths_arg(const py::handle& obj, Index T, Index B) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error("lengths: expected a numpy.ndarray of int64, got " + type_name(obj));
   py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<int64_t>()))
+  if (!a.dtype().equal(py::dtype::of<int64_t>()))
     throw py::type_error("lengths: expected dtype int64, got " + std::string(py::str(a.dtype())));
   if (a.ndim() != 1 || a.shape(0) != B)
     throw py::value_error("lengths: expected shape " + shape_str({B}) + ", got " + shape_of(a));
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error("lengths: expected a C-contiguous array");
+  check_layout(a, "lengths");
   const int64_t* p = static_cast<const int64_t*>(a.data());
   for (Index b = 0; b < B; ++b)
     if (p[b] < 1 || p[b] > T)

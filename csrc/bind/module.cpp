@@ -40,7 +40,10 @@ PYBIND11_MODULE(RNNFAST_MODULE, m) {
   m.def(
       "set_num_threads",
       [](int n) {
-        if (n < 1) throw py::value_error("n: expected a thread count >= 1, got " + std::to_string(n));
+        if (n < 1 || n > rnnfast::thread_limit())
+          throw py::value_error("n: expected a thread count in [1, " +
+                                std::to_string(rnnfast::thread_limit()) + "] (4x the processors), got " +
+                                std::to_string(n));
         rnnfast::set_max_threads(n);
       },
       py::arg("n"), "Set the number of threads the kernels use.");

@@ -40,11 +40,11 @@ def compute_dtype(name: str, value: Any) -> np.dtype:
 
 
 def as_float(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
-    """``value`` as a C-contiguous array of ``dtype`` (no copy when it already is one)."""
+    """``value`` as a C-contiguous, aligned array of ``dtype`` (no copy when it already is one)."""
     a = _as_ndarray(name, value)
     if a.dtype.kind != "f":
         raise TypeError(f"{name}: expected a floating-point array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=dtype)
+    return np.require(a, dtype=dtype, requirements=["C", "A"])
 
 
 def as_optional_float(name: str, value: Any, dtype: np.dtype) -> np.ndarray | None:
@@ -58,4 +58,4 @@ def as_lengths(value: Any) -> np.ndarray | None:
     a = _as_ndarray("lengths", value)
     if a.dtype.kind not in "iu":
         raise TypeError(f"lengths: expected an array of integers, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    return np.require(a, dtype=np.int64, requirements=["C", "A"])

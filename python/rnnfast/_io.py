@@ -52,6 +52,7 @@ def load_npz(path: Any, fmt: str, version: int) -> tuple[dict[str, Any], dict[st
                           if key.startswith("param/")}
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    except (ValueError, TypeError, KeyError, OSError, EOFError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as err:
         raise ValueError(f"{path}: not a readable rnnfast {fmt} file ({err})") from err
     return config, params

@@ -470,11 +470,27 @@ class _RecurrentLayer:
         if set(config) != expected:
             raise ValueError(f"{path}: configuration keys {sorted(config)}, expected {sorted(expected)}")
         try:
+            cls._check_config_against(config, params)
             layer = cls(**config, seed=0, backend=backend)
             layer.load_state_dict(params)
-        except (TypeError, KeyError, ValueError) as err:
+        except (TypeError, KeyError, ValueError, MemoryError) as err:
             raise ValueError(f"{path}: not a valid {cls.__name__} file ({err})") from err
         return layer
+
+    @classmethod
+    def _check_config_against(cls, config: dict[str, Any], params: dict[str, np.ndarray]) -> None:
+        """Refuse a configuration that the file's own parameters do not bear out, before building
+        anything from it (a forged hidden_size must not make us allocate gigabytes)."""
+        gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[cls.__name__]
+        w = params.get("weight_ih_l0")
+        want = (gates * config.get("hidden_size", -1), config.get("input_size", -1))
+        if w is None or w.shape != want:
+            raise ValueError(f"weight_ih_l0: expected shape {want} from the configuration, got "
+                             f"{None if w is None else w.shape}")
+        layers = {k.split("_l")[1].split("_")[0] for k in params if k.startswith("weight_ih_l")}
+        if config.get("num_layers") != len(layers):
+            raise ValueError(f"num_layers: the configuration says {config.get('num_layers')!r}, "
+                             f"the file holds {len(layers)} layers")
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers="
