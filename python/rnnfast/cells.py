@@ -7,9 +7,10 @@ has the dtype of ``x`` (other float dtypes are converted, see ``rnnfast._convert
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _core
 from ._convert import as_float, as_optional_float, compute_dtype
@@ -35,7 +36,9 @@ def _step_inputs(x: Any, states: dict[str, Any], weights: dict[str, Any]):
     return (xa[None, None] if unbatched else xa[None]), out_states, out_weights, unbatched
 
 
-def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+def lstm_cell(x: ArrayLike, h: ArrayLike, c: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
+              b_ih: ArrayLike | None = None,
+              b_hh: ArrayLike | None = None) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """One LSTM step, as torch.nn.LSTMCell.
 
     Parameters
@@ -57,7 +60,9 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     return (h_n[0], c_n[0]) if unbatched else (h_n, c_n)
 
 
-def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, linear_before_reset=True):
+def gru_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
+             b_ih: ArrayLike | None = None, b_hh: ArrayLike | None = None,
+             linear_before_reset: bool = True) -> NDArray[np.floating]:
     """One GRU step, as torch.nn.GRUCell (``linear_before_reset=False``: Cho et al. 2014's form).
 
     Parameters
@@ -79,7 +84,9 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, linear_before_reset=True):
     return h_n[0] if unbatched else h_n
 
 
-def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+def rnn_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
+             b_ih: ArrayLike | None = None, b_hh: ArrayLike | None = None,
+             nonlinearity: str = "tanh") -> NDArray[np.floating]:
     """One Elman RNN step, as torch.nn.RNNCell.
 
     Parameters
@@ -98,5 +105,5 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     x3, s, w, unbatched = _step_inputs(x, {"h": h},
                                        {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
     _, h_n, _ = _core.rnn_forward(x3, s["h"], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
-                                  nonlinearity=nonlinearity)
+                                  nonlinearity=cast(Any, nonlinearity))  # checked by _core
     return h_n[0] if unbatched else h_n

@@ -13,9 +13,14 @@ reference ``rnnfast.reference`` (``backend="reference"``): both have the same fu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+# A recurrent state: h, or (h, c) for an LSTM; each [D*L, B, width].
+State = Union[NDArray[np.floating], tuple[NDArray[np.floating], NDArray[np.floating]]]
+StateLike = Union[ArrayLike, tuple[ArrayLike, ArrayLike], None]
 
 import inspect
 
@@ -51,7 +56,7 @@ class _LstmKind:
 
     def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
         P = self.proj_size or H
-        shapes = {"w_ih": (4 * H, input_size), "w_hh": (4 * H, P)}
+        shapes: dict[str, tuple[int, ...]] = {"w_ih": (4 * H, input_size), "w_hh": (4 * H, P)}
         if bias:
             shapes.update(b_ih=(4 * H,), b_hh=(4 * H,))
         if self.proj_size:
@@ -86,7 +91,7 @@ class _GruKind:
         self.linear_before_reset = linear_before_reset
 
     def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
-        shapes = {"w_ih": (3 * H, input_size), "w_hh": (3 * H, H)}
+        shapes: dict[str, tuple[int, ...]] = {"w_ih": (3 * H, input_size), "w_hh": (3 * H, H)}
         if bias:
             shapes.update(b_ih=(3 * H,), b_hh=(3 * H,))
         return shapes
@@ -118,7 +123,7 @@ class _RnnKind:
         self.nonlinearity = nonlinearity
 
     def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
-        shapes = {"w_ih": (H, input_size), "w_hh": (H, H)}
+        shapes: dict[str, tuple[int, ...]] = {"w_ih": (H, input_size), "w_hh": (H, H)}
         if bias:
             shapes.update(b_ih=(H,), b_hh=(H,))
         return shapes
@@ -255,13 +260,13 @@ class _RecurrentLayer:
         return {short: self._params[self._param_name(short, layer, d)] for short in shapes}
 
     # -- modes, parameters ---------------------------------------------------------------------
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "_RecurrentLayer":
         self.training = bool(mode)
         if not self.training:
             self._saved = None
         return self
 
-    def eval(self):
+    def eval(self) -> "_RecurrentLayer":
         return self.train(False)
 
     def parameters(self) -> dict[str, np.ndarray]:
@@ -326,14 +331,18 @@ class _RecurrentLayer:
             out.append(a)
         return out
 
-    def _pack_states(self, states: list[np.ndarray]):
-        return tuple(states) if len(states) > 1 else states[0]
+    def _pack_states(self, states: list[np.ndarray]) -> State:
+        if len(states) > 1:
+            return states[0], states[1]
+        return states[0]
 
     # -- forward / backward ----------------------------------------------------------------------
-    def __call__(self, x, state=None, lengths=None):
+    def __call__(self, x: ArrayLike, state: StateLike = None,
+                 lengths: ArrayLike | None = None) -> tuple[NDArray[np.floating], State]:
         return self.forward(x, state, lengths)
 
-    def forward(self, x, state=None, lengths=None):
+    def forward(self, x: ArrayLike, state: StateLike = None,
+                lengths: ArrayLike | None = None) -> tuple[NDArray[np.floating], State]:
         """Run the layer.
 
         Parameters
@@ -391,12 +400,13 @@ class _RecurrentLayer:
                 saved_layers.append({"x": inp, "s0": s0s, "caches": caches, "ys": ys, "mask": mask})
             inp = out
         self._saved = {"layers": saved_layers, "lengths": lens, "B": B, "T": T} if training else None
-        if training and any(inp is y for y in saved_layers[-1]["ys"]):
+        if training and any(inp is y for y in saved_layers[-1]["ys"]):  # type: ignore[union-attr]
             inp = inp.copy()  # the kernel's output doubles as its cache: hand the user a copy
         output = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
         return output, self._pack_states(finals)
 
-    def backward(self, grad_output, grad_state=None):
+    def backward(self, grad_output: ArrayLike,
+                 grad_state: StateLike = None) -> tuple[NDArray[np.floating], State]:
         """Backpropagate through the last training-mode forward; accumulate into ``grads``.
 
         Parameters
@@ -430,7 +440,7 @@ class _RecurrentLayer:
             if rec["mask"] is not None:
                 dout = dout * rec["mask"]
             dys = _merge_backward(self.merge_mode, dout, rec["ys"])
-            dx = None
+            dx: np.ndarray | None = None
             for d in range(D):
                 idx = layer * D + d
                 p = self._direction_params(layer, d)
@@ -442,6 +452,7 @@ class _RecurrentLayer:
                 for dst, src in zip(ds_0, ds0_d):
                     dst[idx] = src
                 dx = dx_d if dx is None else dx + dx_d
+            assert dx is not None  # D >= 1
             dout = dx
         grad_x = np.ascontiguousarray(dout.transpose(1, 0, 2)) if self.batch_first else dout
         return grad_x, self._pack_states(ds_0)
@@ -462,7 +473,7 @@ class _RecurrentLayer:
         save_npz(path, type(self).__name__, self._FILE_VERSION, self.config, self._params)
 
     @classmethod
-    def load(cls, path: Any, backend: str = "core"):
+    def load(cls, path: Any, backend: str = "core") -> "_RecurrentLayer":
         """A layer from a file written by ``save`` of the same class. A file of another kind,
         truncated or corrupt, raises ValueError naming it; nothing in it is executed."""
         config, params = load_npz(path, cls.__name__, cls._FILE_VERSION)
@@ -502,9 +513,11 @@ class LSTM(_RecurrentLayer):
     """Multi-layer LSTM, as torch.nn.LSTM, plus peephole and coupled-gate variants (ONNX semantics)
     and a merge mode for bidirectional outputs. See ``_RecurrentLayer.forward`` for shapes."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, peephole=False, coupled=False,
-                 merge_mode="concat", dtype=np.float32, seed=None, backend="core"):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, peephole: bool = False, coupled: bool = False,
+                 merge_mode: str = "concat", dtype: DTypeLike = np.float32, seed: int | None = None,
+                 backend: str = "core") -> None:
         _check_size("hidden_size", hidden_size)
         if not isinstance(proj_size, (int, np.integer)) or proj_size < 0 or proj_size >= hidden_size:
             raise ValueError(f"proj_size: expected an integer in [0, hidden_size = {hidden_size}), "
@@ -519,9 +532,11 @@ class GRU(_RecurrentLayer):
     """Multi-layer GRU, as torch.nn.GRU; ``linear_before_reset=False`` gives Cho et al. 2014's
     candidate (ONNX linear_before_reset=0, Keras reset_after=False)."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, linear_before_reset=True, merge_mode="concat",
-                 dtype=np.float32, seed=None, backend="core"):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 linear_before_reset: bool = True, merge_mode: str = "concat",
+                 dtype: DTypeLike = np.float32, seed: int | None = None,
+                 backend: str = "core") -> None:
         self.linear_before_reset = bool(linear_before_reset)
         super().__init__(_GruKind(self.linear_before_reset), input_size, hidden_size, num_layers,
                          bias, batch_first, dropout, bidirectional, merge_mode, dtype, seed, backend)
@@ -530,9 +545,11 @@ class GRU(_RecurrentLayer):
 class RNN(_RecurrentLayer):
     """Multi-layer Elman RNN with tanh or relu, as torch.nn.RNN."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, merge_mode="concat",
-                 dtype=np.float32, seed=None, backend="core"):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, merge_mode: str = "concat",
+                 dtype: DTypeLike = np.float32, seed: int | None = None,
+                 backend: str = "core") -> None:
         self.nonlinearity = nonlinearity
         super().__init__(_RnnKind(nonlinearity), input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, merge_mode, dtype, seed, backend)
