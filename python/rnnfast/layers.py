@@ -13,7 +13,7 @@ reference ``rnnfast.reference`` (``backend="reference"``): both have the same fu
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -27,6 +27,7 @@ import inspect
 from . import _core, reference
 from ._convert import as_float, as_lengths, compute_dtype
 from ._io import load_npz, save_npz
+from ._module import Module, check_size
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
@@ -173,11 +174,6 @@ def _merge_backward(mode: str, dout: np.ndarray, ys: list[np.ndarray]) -> list[n
     return [dout * ys[1], dout * ys[0]]
 
 
-def _check_size(name: str, value: Any) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-
-
 def _private(a: np.ndarray, source: Any) -> np.ndarray:
     """``a``, or a copy of it when it may share memory with the caller's ``source``."""
     if source is None:
@@ -192,15 +188,16 @@ def _private(a: np.ndarray, source: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # The stack.
 
-class _RecurrentLayer:
-    """Shared machinery of LSTM, GRU and RNN: parameters, the stack, training, state_dict."""
+class _RecurrentLayer(Module):
+    """Shared machinery of LSTM, GRU and RNN: parameters, the stack, training, files (modes and
+    state dicts come from Module)."""
 
     def __init__(self, kind, input_size: int, hidden_size: int, num_layers: int, bias: bool,
                  batch_first: bool, dropout: float, bidirectional: bool, merge_mode: str,
                  dtype: Any, seed: int | None, backend: str):
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
-            _check_size(name, value)
+            check_size(name, value)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
         if merge_mode not in _MERGE_MODES:
@@ -259,45 +256,6 @@ class _RecurrentLayer:
         shapes = self._kind.param_shapes(self._layer_input_size(layer), self.hidden_size, self.bias)
         return {short: self._params[self._param_name(short, layer, d)] for short in shapes}
 
-    # -- modes, parameters ---------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "_RecurrentLayer":
-        self.training = bool(mode)
-        if not self.training:
-            self._saved = None
-        return self
-
-    def eval(self) -> "_RecurrentLayer":
-        return self.train(False)
-
-    def parameters(self) -> dict[str, np.ndarray]:
-        """The live parameter arrays (an optimiser updates them in place), PyTorch's names."""
-        return self._params
-
-    def zero_grad(self) -> None:
-        for g in self.grads.values():
-            g.fill(0)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters under PyTorch's names (``weight_ih_l0``, ...)."""
-        return {name: p.copy() for name, p in self._params.items()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Load parameters from any mapping of array-likes (torch tensors too). Names and shapes are
-        checked first; on any error nothing is changed."""
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state).__name__}")
-        unexpected = sorted(set(state) - set(self._params))
-        missing = sorted(set(self._params) - set(state))
-        if unexpected or missing:
-            raise KeyError(f"state_dict: unexpected keys {unexpected}, missing keys {missing}")
-        staged = {}
-        for name, shape in self._shapes.items():
-            a = as_float(name, state[name], self.dtype)
-            if a.shape != shape:
-                raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
-            staged[name] = a
-        for name, a in staged.items():
-            self._params[name][...] = a
 
     # -- inputs ----------------------------------------------------------------------------------
     def _sequence(self, x: Any) -> np.ndarray:
@@ -518,7 +476,7 @@ class LSTM(_RecurrentLayer):
                  proj_size: int = 0, peephole: bool = False, coupled: bool = False,
                  merge_mode: str = "concat", dtype: DTypeLike = np.float32, seed: int | None = None,
                  backend: str = "core") -> None:
-        _check_size("hidden_size", hidden_size)
+        check_size("hidden_size", hidden_size)
         if not isinstance(proj_size, (int, np.integer)) or proj_size < 0 or proj_size >= hidden_size:
             raise ValueError(f"proj_size: expected an integer in [0, hidden_size = {hidden_size}), "
                              f"got {proj_size!r}")

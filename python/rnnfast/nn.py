@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._convert import as_float, compute_dtype
-from .layers import _RecurrentLayer
+from ._module import Module, check_size
 
 __all__ = ["Embedding", "Linear", "as_ids"]
 
@@ -42,26 +42,9 @@ def as_ids(name: str, value: Any, size: int | None = None) -> np.ndarray:
     return a
 
 
-def _check_size(name: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return int(value)
-
-
-class _Module:
-    """Parameters, gradients, modes and state dicts: the recurrent layers' own methods, reused.
-
-    A subclass sets ``dtype``, ``_params`` (name -> array), ``_shapes`` (name -> shape),
-    ``grads`` (name -> zeros like the parameter), ``training`` and ``_saved`` (what ``backward``
-    needs, None in eval mode).
-    """
-
-    train = _RecurrentLayer.train
-    eval = _RecurrentLayer.eval
-    parameters = _RecurrentLayer.parameters
-    zero_grad = _RecurrentLayer.zero_grad
-    state_dict = _RecurrentLayer.state_dict
-    load_state_dict = _RecurrentLayer.load_state_dict
+class _Module(Module):
+    """Module plus what Embedding and Linear share: building the parameters, calling, and taking
+    what the last training-mode forward saved."""
 
     def _init_params(self, dtype: Any, params: dict[str, np.ndarray]) -> None:
         self.dtype = np.dtype(dtype)
@@ -100,8 +83,8 @@ class Embedding(_Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  dtype: Any = np.float32, seed: int | None = None):
-        self.num_embeddings = _check_size("num_embeddings", num_embeddings)
-        self.embedding_dim = _check_size("embedding_dim", embedding_dim)
+        self.num_embeddings = check_size("num_embeddings", num_embeddings)
+        self.embedding_dim = check_size("embedding_dim", embedding_dim)
         if padding_idx is not None and not 0 <= padding_idx < self.num_embeddings:
             raise ValueError(f"padding_idx: expected None or an id in [0, {self.num_embeddings}), "
                              f"got {padding_idx!r}")
@@ -151,8 +134,8 @@ class Linear(_Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype: Any = np.float32, seed: int | None = None):
-        self.in_features = _check_size("in_features", in_features)
-        self.out_features = _check_size("out_features", out_features)
+        self.in_features = check_size("in_features", in_features)
+        self.out_features = check_size("out_features", out_features)
         self.bias = bool(bias)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
