@@ -98,7 +98,7 @@ def _plot_losses(path: str, batch_losses: list[float], epoch_losses: list[float]
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise SystemExit(f"--plot needs matplotlib: pip install matplotlib ({err})") from err
+        raise SystemExit(f"--plot needs matplotlib: pip install \"rnnfast[demo]\" ({err})") from err
     per_epoch = len(batch_losses) // max(len(epoch_losses), 1)
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
