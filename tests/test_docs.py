@@ -26,3 +26,12 @@ def test_readme_opens_with_the_two_setup_commands():
     block = text.split("```bash", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert commands == ['pip install . && rnnfast check', 'pip install ".[test]" && python -m pytest']
+
+
+def test_readme_examples_run():
+    pytest.importorskip("torch")  # the second example loads a torch module's weights
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = text.split("```python\n")[1:]
+    assert len(blocks) >= 2
+    for k, block in enumerate(blocks):
+        exec(compile(block.split("```", 1)[0], f"README.md python block {k}", "exec"), {})
