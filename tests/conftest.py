@@ -17,6 +17,17 @@ import pytest
 # ("forward": outputs and cache; "backward": gradients).
 from rnnfast.check import TOLERANCES  # noqa: E402
 
+# Property tests draw the same examples on every run (no example database, no random seed), so a
+# result is reproducible and CI cannot pass or fail by luck. HYPOTHESIS_PROFILE=explore draws new
+# examples, for hunting bugs by hand.
+import os  # noqa: E402
+
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("repeatable", derandomize=True, database=None)
+_hypothesis_settings.register_profile("explore", derandomize=False)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
 
 def _assert_close(actual, expected, dtype, kind, name):
     """Fail, naming the tensor, unless max|actual - expected| <= rtol * max|expected|.
