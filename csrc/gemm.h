@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common.h"
+#include "parallel.h"
 #include "workspace.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -70,8 +71,9 @@ class PackedB {
     p.G_ = G;
     p.H_ = H;
     if (direct) return p;
-    const T* src[NR];
+#pragma omp parallel for schedule(static) num_threads(packing_threads(p.N_ * K))
     for (Index j = 0; j < p.panels_; ++j) {
+      const T* src[NR];
       T* dst = p.data_.data() + j * K * NR;
       const Index w_cols = std::min(NR, p.N_ - j * NR);
       for (Index c = 0; c < w_cols; ++c) src[c] = w + p.row_of(j * NR + c) * ldw;
@@ -87,6 +89,7 @@ class PackedB {
   // B itself, row-major (K, N) with leading dimension ldb (always packed).
   static PackedB from_rows(const T* b, Index K, Index N, Index ldb) {
     PackedB p(N, K, true);
+#pragma omp parallel for schedule(static) num_threads(packing_threads(N * K))
     for (Index j = 0; j < p.panels_; ++j) {
       T* dst = p.data_.data() + j * K * NR;
       const Index w = std::min(NR, N - j * NR);

@@ -29,6 +29,9 @@ inline void set_max_threads(int n) { thread_setting().store(n, std::memory_order
 // that cannot create them ends the process (libgomp calls exit).
 inline int thread_limit() { return 4 * omp_get_num_procs(); }
 
+// Threads for packing a weight of `elements` (a copy: worth splitting only when large).
+inline int packing_threads(Index elements) { return elements < (Index(1) << 18) ? 1 : max_threads(); }
+
 // Threads for a region whose recurrent step costs `step_work` multiply-adds.
 inline int region_threads(double step_work) {
   return step_work < kParallelStepWork ? 1 : max_threads();
