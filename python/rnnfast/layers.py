@@ -48,26 +48,41 @@ _TORCH_NAMES = {
 # ----------------------------------------------------------------------------------------------
 # Cell kinds: which kernel, which parameters, which states.
 
-class _LstmKind:
+class _Kind:
+    """What a cell kind shares: ``gates`` rows per unit in w_ih (G*H, I) and w_hh (G*H, P), where
+    P is the width of the first state (h)."""
+
+    gates: int
+    state_names: tuple[str, ...] = ("h",)
+
+    def state_widths(self, H: int) -> tuple[int, ...]:
+        return (H,)
+
+    def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
+        G, P = self.gates, self.state_widths(H)[0]
+        shapes: dict[str, tuple[int, ...]] = {"w_ih": (G * H, input_size), "w_hh": (G * H, P)}
+        if bias:
+            shapes.update(b_ih=(G * H,), b_hh=(G * H,))
+        return shapes
+
+
+class _LstmKind(_Kind):
     gates = 4
     state_names = ("h", "c")
 
     def __init__(self, proj_size: int, peephole: bool, coupled: bool):
         self.proj_size, self.peephole, self.coupled = proj_size, peephole, coupled
 
+    def state_widths(self, H: int) -> tuple[int, ...]:
+        return (self.proj_size or H, H)
+
     def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
-        P = self.proj_size or H
-        shapes: dict[str, tuple[int, ...]] = {"w_ih": (4 * H, input_size), "w_hh": (4 * H, P)}
-        if bias:
-            shapes.update(b_ih=(4 * H,), b_hh=(4 * H,))
+        shapes = super().param_shapes(input_size, H, bias)
         if self.proj_size:
-            shapes["w_hr"] = (P, H)
+            shapes["w_hr"] = (self.proj_size, H)
         if self.peephole:
             shapes["w_peep"] = (3, H)
         return shapes
-
-    def state_widths(self, H: int) -> tuple[int, ...]:
-        return (self.proj_size or H, H)
 
     def forward(self, k, x, s0, p, reverse, lengths, training):
         y, h_n, c_n, cache = k.lstm_forward(
@@ -84,21 +99,11 @@ class _LstmKind:
         return g["dx"], (g["dh0"], g["dc0"]), g
 
 
-class _GruKind:
+class _GruKind(_Kind):
     gates = 3
-    state_names = ("h",)
 
     def __init__(self, linear_before_reset: bool):
         self.linear_before_reset = linear_before_reset
-
-    def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {"w_ih": (3 * H, input_size), "w_hh": (3 * H, H)}
-        if bias:
-            shapes.update(b_ih=(3 * H,), b_hh=(3 * H,))
-        return shapes
-
-    def state_widths(self, H: int) -> tuple[int, ...]:
-        return (H,)
 
     def forward(self, k, x, s0, p, reverse, lengths, training):
         y, h_n, cache = k.gru_forward(
@@ -114,23 +119,13 @@ class _GruKind:
         return g["dx"], (g["dh0"],), g
 
 
-class _RnnKind:
+class _RnnKind(_Kind):
     gates = 1
-    state_names = ("h",)
 
     def __init__(self, nonlinearity: str):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-
-    def param_shapes(self, input_size: int, H: int, bias: bool) -> dict[str, tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {"w_ih": (H, input_size), "w_hh": (H, H)}
-        if bias:
-            shapes.update(b_ih=(H,), b_hh=(H,))
-        return shapes
-
-    def state_widths(self, H: int) -> tuple[int, ...]:
-        return (H,)
 
     def forward(self, k, x, s0, p, reverse, lengths, training):
         y, h_n, cache = k.rnn_forward(
