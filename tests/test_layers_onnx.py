@@ -34,7 +34,7 @@ LENGTHS = [2, 5, 1, 4]
 OPSET = 14
 
 # ONNX gate block k is our gate block ONNX_GATES[cell][k].
-ONNX_GATES = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}
+from rnnfast.benchmark import ONNX_GATE_ORDER as ONNX_GATES  # the one table of ONNX gate orders
 ONNX_PEEPHOLE_ROWS = [0, 2, 1]  # ONNX P = p_i, p_o, p_f
 OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 CLASSES = {"lstm": rnnfast.LSTM, "gru": rnnfast.GRU, "rnn": rnnfast.RNN}

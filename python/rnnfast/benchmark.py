@@ -19,11 +19,12 @@ Protocol
    (train) are compared with the NumPy reference run in float64 on the same float32 values, with
    the project's float32 tolerances (``rnnfast.check.TOLERANCES``). A contender that disagrees is
    *refused*: it is not timed, the table says WRONG and the command exits with status 1.
-3. Warm-up rounds, then ``repeats`` timed rounds. Contenders are interleaved run by run (rnnfast,
-   torch, ORT, reference, rnnfast, torch, ...) so that drift of a shared machine hits all of them
-   alike. A call shorter than ``min_time`` is repeated within a run (each contender's number of
-   calls per run is set from its warm-up time). The figure is the median over runs of the time per
-   call. The NumPy reference is slow: it gets at most ``ref_repeats`` timed runs.
+3. Warm-up rounds, then ``repeats`` timed rounds. The competitors are interleaved run by run
+   (rnnfast, torch, ORT, rnnfast, torch, ...), with a pause between runs (``_SETTLE_S``), so that
+   drift of a shared machine hits all of them alike. A call shorter than ``min_time`` is repeated
+   within a run (each contender's number of calls per run is set from its warm-up time). The figure
+   is the median over runs of the time per call. The NumPy reference is slow, and its BLAS threads
+   would slow whoever ran next: it is timed after the others, at most ``ref_repeats`` runs.
 4. Every library runs with the same number of threads: rnnfast (OpenMP), torch
    (``torch.set_num_threads``), ONNX Runtime (``intra_op_num_threads``) and NumPy's BLAS (the
    reference and the sgemm yardstick).
@@ -88,7 +89,7 @@ DISPLAY = {"rnnfast": "rnnfast", "torch": "torch", "onnxruntime": "ORT", "refere
 GATES = {"lstm": 4, "gru": 3}
 
 # Torch's gate blocks in ONNX's order: ONNX LSTM is i,o,f,c (torch i,f,g,o); GRU z,r,h (torch r,z,n).
-ONNX_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
+ONNX_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn": (0,)}
 
 # Result statuses.
 OK = "ok"  # agreed with the reference; timed
@@ -602,6 +603,26 @@ def _time_calls(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def _settle(seconds: float = _SETTLE_S) -> None:
+    """The pause between two contenders' runs, as a busy wait on this thread. A sleep would let
+    the machine go idle, and then whoever runs next pays to wake it: torch's LSTM at B=1, T=6,
+    H=16 took 1.0-1.5 ms per call for its first ~8 calls after a 50 ms sleep, 0.15 ms when warm;
+    after a 50 ms busy wait only its first call was slow (0.5 ms). ``_run`` makes that call untimed."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _run(r: Result) -> float:
+    """One timed run of ``r`` right after a pause: one untimed call first (it wakes the thread
+    pool the pause let sleep) when a call is shorter than the pause, so it costs no more than
+    the pause does."""
+    _settle()
+    if r.warm_s < _SETTLE_S:
+        r.fn()
+    return _time_calls(r.fn, r.calls)
+
+
 def time_interleaved(results: Sequence[Result], settings: Settings) -> None:
     """Warm up, then time the OK results of one case and mode in interleaved runs (in place)."""
     live = [r for r in results if r.status == OK]
@@ -625,12 +646,11 @@ def time_interleaved(results: Sequence[Result], settings: Settings) -> None:
         rivals = [r for r in live if r.contender != "reference"]
         for run_index in range(settings.repeats):
             for r in rivals:
-                r.times.append(_time_calls(r.fn, r.calls))
-                time.sleep(_SETTLE_S)
+                r.times.append(_run(r))
         for r in live:
             if r.contender == "reference":
                 for _ in range(min(settings.repeats, settings.ref_repeats)):
-                    r.times.append(_time_calls(r.fn, r.calls))
+                    r.times.append(_run(r))
     finally:
         gc.enable()
     for r in live:
@@ -830,7 +850,7 @@ def _fmt_ms(r: Result | None) -> str:
     if r.status == OK and r.times:
         ms = r.median_ms
         text = f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
-        return text + ("*" if r.contender == "reference" else "")
+        return text + ("*" if r.contender == "reference" and r.note else "")
     return {WRONG: "WRONG", FAILED: "FAILED"}.get(r.status, r.status)
 
 
@@ -950,10 +970,10 @@ def notes(report: Report) -> list[str]:
            "median sgemm throughput above.",
            f"Every contender was checked against the NumPy reference (float64) before timing "
            f"(relative tolerance: forward {tolerance('forward'):.0e}, gradients {tolerance('train'):.0e})."]
-    if "reference" in s.against and s.ref_repeats:
-        out.append(f"* the NumPy reference is slow: {min(s.ref_repeats, s.repeats)} timed run(s) "
-                   f"instead of {s.repeats}.")
-    elif "reference" in s.against:
+    if "reference" in s.against and 0 < s.ref_repeats < s.repeats:
+        out.append(f"* the NumPy reference is slow: {s.ref_repeats} timed run(s) instead of "
+                   f"{s.repeats}.")
+    elif "reference" in s.against and s.ref_repeats == 0:
         out.append("untimed: the NumPy reference was run to verify the others, not timed "
                    "(--ref-repeats 0).")
     if "onnxruntime" in s.against:
@@ -1080,7 +1100,7 @@ def write_plot(report: Report, path: str) -> None:
             if points:
                 xs, ys = zip(*points)
                 ax.bar([x + (k - (len(against) - 1) / 2) * width for x in xs], ys, width,
-                       label=f"vs {DISPLAY[name]}")
+                       label=f"vs {DISPLAY[name]}", color=f"C{COMPETITORS.index(name)}")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xticks(range(len(cases)), [c.label for c in cases], rotation=25, ha="right",
