@@ -15,30 +15,34 @@ namespace {
 
 using namespace gru_gate;
 
-// The recurrent pre-activations hr + b_hr, hz + b_hz (tile layout in `rec`) added to the input
-// part in `a` (PyTorch layout), then r and z activated in place.
+// The recurrent pre-activations hr, hz (tile layout in `rec`) and the biases (`bias`: b_ih + b_hh
+// of r and z, or null) added to the input part xr, xz in `a` (PyTorch layout), then r and z
+// activated in place.
 template <typename T>
-inline void gru_row_rz(T* a, const T* rec, const T* b_hh, Index H, Tile tl) {
+inline void gru_row_rz(T* a, const T* rec, const T* bias, Index H, Tile tl) {
   const Index n = tl.size(), lo = tl.lo;
   ArrMap<T> ar(a + r * H + lo, n), az(a + z * H + lo, n);
-  ar += ConstArrMap<T>(rec + r * n, n);
-  az += ConstArrMap<T>(rec + z * n, n);
-  if (b_hh != nullptr) {
-    ar += ConstArrMap<T>(b_hh + r * H + lo, n);
-    az += ConstArrMap<T>(b_hh + z * H + lo, n);
+  if (bias != nullptr) {
+    ar += ConstArrMap<T>(rec + r * n, n) + ConstArrMap<T>(bias + r * H + lo, n);
+    az += ConstArrMap<T>(rec + z * n, n) + ConstArrMap<T>(bias + z * H + lo, n);
+  } else {
+    ar += ConstArrMap<T>(rec + r * n, n);
+    az += ConstArrMap<T>(rec + z * n, n);
   }
   sigmoid_inplace(ar.data(), n);
   sigmoid_inplace(az.data(), n);
 }
 
-// n = tanh(xn + r * hn) (hn = the recurrent candidate term, bias included, already multiplied out
-// or not as the variant says: `reset_hn` applies r), then h_t = (1 - z) n + z h_{t-1}.
+// n = tanh(xn + b_in + r * hn) (b_in may be null; hn = the recurrent candidate term, bias included,
+// already multiplied out or not as the variant says: `reset_hn` applies r), then
+// h_t = (1 - z) n + z h_{t-1}.
 template <typename T>
-inline void gru_row_update(T* a, const T* hn, bool reset_hn, const T* h_prev, T* h_new, Index H,
-                           Tile tl) {
+inline void gru_row_update(T* a, const T* b_in, const T* hn, bool reset_hn, const T* h_prev,
+                           T* h_new, Index H, Tile tl) {
   const Index n = tl.size(), lo = tl.lo;
   ArrMap<T> an(a + gru_gate::n * H + lo, n);
   ConstArrMap<T> rr(a + r * H + lo, n), zz(a + z * H + lo, n), hnv(hn, n);
+  if (b_in != nullptr) an += ConstArrMap<T>(b_in + lo, n);
   if (reset_hn) an += rr * hnv;
   else an += hnv;
   tanh_inplace(an.data(), n);
@@ -71,11 +75,13 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   Buffer<T> rh(lbr ? 0 : B * H), hn_ws(B * H);
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
   const T* b_hn = w.b_hh != nullptr ? w.b_hh + n * H : nullptr;
+  const T* b_in = w.b_ih != nullptr ? w.b_ih + n * H : nullptr;
+  const Buffer<T> bias_rz = fold_biases(w.b_ih, w.b_hh, 2 * H);
 
   const int nth = region_threads(double(B) * GH * (H + I));
   const ActiveRows<T> rows(seq, H, nth);
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, w.b_ih, I,
+  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);
@@ -104,12 +110,12 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
           continue;
         }
         const T* rc_row = rc + (i++) * count * nu;
-        gru_row_rz<T>(a_row, rc_row, w.b_hh, H, tl);
+        gru_row_rz<T>(a_row, rc_row, bias_or_null(bias_rz), H, tl);
         if (lbr) {
           ArrMap<T> hv(hn_t + b * H + tl.lo, nu);
           hv = ConstArrMap<T>(rc_row + n * nu, nu);
           if (b_hn != nullptr) hv += ConstArrMap<T>(b_hn + tl.lo, nu);
-          gru_row_update<T>(a_row, hn_t + b * H + tl.lo, true, h_prev + b * H, h_new + b * H, H, tl);
+          gru_row_update<T>(a_row, b_in, hn_t + b * H + tl.lo, true, h_prev + b * H, h_new + b * H, H, tl);
           emit_output(y_t + b * H, h_new + b * H, tl, true);
         } else {
           ArrMap<T>(rh.data() + b * H + tl.lo, nu) =
@@ -132,7 +138,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
         T* hv = hn_t + b * H + tl.lo;
         ArrMap<T>(hv, nu) = ConstArrMap<T>(rc + (i++) * count * nu + n * nu, nu);
         if (b_hn != nullptr) ArrMap<T>(hv, nu) += ConstArrMap<T>(b_hn + tl.lo, nu);
-        gru_row_update<T>(a_t + b * GH, hv, false, h_prev + b * H, h_new + b * H, H, tl);
+        gru_row_update<T>(a_t + b * GH, b_in, hv, false, h_prev + b * H, h_new + b * H, H, tl);
         emit_output(y_t + b * H, h_new + b * H, tl, true);
       }
     }

@@ -16,24 +16,25 @@ namespace {
 
 using namespace lstm_gate;
 
-// Fused gate pass of one batch row for units [lo, hi). `a` holds the input part of the
-// pre-activations (PyTorch row layout, 4H) and is overwritten with the gates; `r` holds the
-// recurrent part in tile layout (gate-major, n units each).
+// Fused gate pass of one batch row for units [lo, hi). `a` holds x_t w_ih^T (PyTorch row layout,
+// 4H) and is overwritten with the gates; `r` holds h_{t-1} w_hh^T in tile layout (gate-major, n
+// units each); `bias` is b_ih + b_hh (4H) or null.
 template <typename T>
-inline void lstm_row_forward(T* a, const T* r, const T* b_hh, const T* peep, const T* c_prev,
+inline void lstm_row_forward(T* a, const T* r, const T* bias, const T* peep, const T* c_prev,
                              T* c_new, T* m, Index H, Tile tl, bool coupled) {
   const Index n = tl.size(), lo = tl.lo;
   ArrMap<T> gi(a + i * H + lo, n), gf(a + f * H + lo, n), gg(a + g * H + lo, n),
       go(a + o * H + lo, n);
-  gi += ConstArrMap<T>(r + i * n, n);
-  gf += ConstArrMap<T>(r + f * n, n);
-  gg += ConstArrMap<T>(r + g * n, n);
-  go += ConstArrMap<T>(r + o * n, n);
-  if (b_hh != nullptr) {
-    gi += ConstArrMap<T>(b_hh + i * H + lo, n);
-    gf += ConstArrMap<T>(b_hh + f * H + lo, n);
-    gg += ConstArrMap<T>(b_hh + g * H + lo, n);
-    go += ConstArrMap<T>(b_hh + o * H + lo, n);
+  if (bias != nullptr) {
+    gi += ConstArrMap<T>(r + i * n, n) + ConstArrMap<T>(bias + i * H + lo, n);
+    gf += ConstArrMap<T>(r + f * n, n) + ConstArrMap<T>(bias + f * H + lo, n);
+    gg += ConstArrMap<T>(r + g * n, n) + ConstArrMap<T>(bias + g * H + lo, n);
+    go += ConstArrMap<T>(r + o * n, n) + ConstArrMap<T>(bias + o * H + lo, n);
+  } else {
+    gi += ConstArrMap<T>(r + i * n, n);
+    gf += ConstArrMap<T>(r + f * n, n);
+    gg += ConstArrMap<T>(r + g * n, n);
+    go += ConstArrMap<T>(r + o * n, n);
   }
   ConstArrMap<T> cp(c_prev + lo, n);
   ArrMap<T> cn(c_new + lo, n);
@@ -107,12 +108,13 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   Buffer<T> rec(ntiles * B * count * kTileUnits);
   Buffer<T> ring_h(training ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
   Buffer<T> m_ws(proj ? B * H : 0);
+  const Buffer<T> bias = fold_biases(w.b_ih, w.b_hh, GH);
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, P}, cs{cache.c, ring_c.data(), c0, H};
 
   const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> h_rows(seq, P, nth);
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, w.b_ih, I,
+  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     const T* c_prev = cs.prev(seq, k, t);
@@ -133,7 +135,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
         T* a_row = a_t + b * GH;
         const bool act = seq.active(t, b);
         if (act) {
-          lstm_row_forward<T>(a_row, r + (i++) * count * n, w.b_hh, w.w_peep, c_prev + b * H,
+          lstm_row_forward<T>(a_row, r + (i++) * count * n, bias_or_null(bias), w.w_peep, c_prev + b * H,
                               c_new + b * H, m + b * H, H, tl, s.coupled);
         } else {
           for (Index gate = 0; gate < count; ++gate) ArrMap<T>(a_row + gate * H + tl.lo, n).setZero();

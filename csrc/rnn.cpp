@@ -37,12 +37,14 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
   Buffer<T> rec(ntiles * B * kTileUnits);
   Buffer<T> ring_h(training ? 0 : 2 * B * H);
+  const Buffer<T> bias = fold_biases(w.b_ih, w.b_hh, H);
+  const T* bias_p = bias_or_null(bias);
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> h_rows(seq, H, nth);
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, w.b_ih, I,
+  forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, I,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);  // == a_t when training
@@ -60,7 +62,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
         ArrMap<T> hv(h_new + b * H + tl.lo, n);
         if (act) {
           hv = ConstArrMap<T>(a_t + b * H + tl.lo, n) + ConstArrMap<T>(rc + (i++) * n, n);
-          if (w.b_hh != nullptr) hv += ConstArrMap<T>(w.b_hh + tl.lo, n);
+          if (bias_p != nullptr) hv += ConstArrMap<T>(bias_p + tl.lo, n);
           activate<T>(hv, s.act);
         } else {
           copy_units(h_new + b * H, h_prev + b * H, tl);

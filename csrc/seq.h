@@ -22,18 +22,21 @@ inline Index chunk_steps(Index T, Index B) {
   return c < T ? c : T;
 }
 
-// dst (rows, GH) = x (rows, I) w_ih^T + b_ih, with w_ih^T packed once per call. Ends with a barrier.
+// The biases b1 + b2 of n pre-activations as one vector (either may be null; empty when both
+// are). The kernels' gate passes add it together with the recurrent GEMM's result, so that the
+// input projection is a bare GEMM with no pass of its own over its (rows, GH) output.
 template <typename T>
-void project_inputs(T* dst, const T* x, const PackedB<T>& w_ih_t, const T* b_ih, Index rows,
-                    Index I) {
-  const Index GH = w_ih_t.N();
-  par_gemm<T>(rows, x, I, w_ih_t, false, dst, GH);
-  if (b_ih != nullptr) {
-#pragma omp for schedule(static)
-    for (Index r = 0; r < rows; ++r) {
-      ArrMap<T>(dst + r * GH, GH) += ConstArrMap<T>(b_ih, GH);
-    }
-  }
+Buffer<T> fold_biases(const T* b1, const T* b2, Index n) {
+  if (b1 == nullptr && b2 == nullptr) return Buffer<T>();
+  Buffer<T> b(n);
+  for (Index k = 0; k < n; ++k) b.data()[k] = (b1 != nullptr ? b1[k] : T(0)) + (b2 != nullptr ? b2[k] : T(0));
+  return b;
+}
+
+// A folded bias's pointer, null when there is none.
+template <typename T>
+const T* bias_or_null(const Buffer<T>& b) {
+  return b.empty() ? nullptr : b.data();
 }
 
 // Where each step's previous and new state live: the cache when training (states saved in time
@@ -58,18 +61,19 @@ struct StateSlots {
 };
 
 // The forward time loop shared by the cells: for each chunk of steps, one GEMM projects the inputs
-// into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` otherwise, then
-// step(k, t, a_t) runs for each step with a_t (B, GH) the projected inputs of time t.
+// (x w_ih^T, no bias: the step adds it) into `saved_xp` (T, B, GH) when training or into the chunk
+// workspace `xp_ws` otherwise, then step(k, t, a_t) runs for each step with a_t (B, GH) the
+// projected inputs of time t. The GEMM ends with a barrier.
 template <typename T, typename Step>
 void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const PackedB<T>& w_ih_t,
-                  const T* b_ih, Index I, Step&& step) {
+                  Index I, Step&& step) {
   const Index GH = w_ih_t.N();
   const Index Tc = chunk_steps(s.T, s.B);
   for (Index k0 = 0; k0 < s.T; k0 += Tc) {
     const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
     const Index t_lo = s.reverse ? s.T - k1 : k0;
     T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
-    project_inputs<T>(xp, x + t_lo * s.B * I, w_ih_t, b_ih, (k1 - k0) * s.B, I);
+    par_gemm<T>((k1 - k0) * s.B, x + t_lo * s.B * I, I, w_ih_t, false, xp, GH);
     for (Index k = k0; k < k1; ++k) {
       const Index t = s.time(k);
       step(k, t, xp + (t - t_lo) * s.B * GH);
