@@ -40,6 +40,15 @@ struct ExactLogistic {
   }
 };
 
+// One packet of the float activations above, for fused gate passes that keep a packet of every
+// operand in registers (the same instructions as sigmoid_to / tanh_to).
+using FloatPacket = Eigen::internal::packet_traits<float>::type;
+constexpr Index kFloatPacket = Eigen::internal::unpacket_traits<FloatPacket>::size;
+inline FloatPacket sigmoid_packet(const FloatPacket& x) { return ExactLogistic().packetOp(x); }
+inline FloatPacket tanh_packet(const FloatPacket& x) {
+  return Eigen::internal::scalar_tanh_op<float>().packetOp(x);
+}
+
 // dst[k] = sigmoid(src[k]); dst may be src.
 inline void sigmoid_to(float* dst, const float* src, Index n) {
   detail::map_packets(dst, src, n, ExactLogistic());

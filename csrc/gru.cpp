@@ -49,6 +49,95 @@ inline void gru_row_update(T* a, const T* b_in, const T* hn, bool reset_hn, cons
   ArrMap<T>(h_new + lo, n) = (T(1) - zz) * an + zz * ConstArrMap<T>(h_prev + lo, n);
 }
 
+// The whole gate pass of an active row with linear_before_reset: r, z, then hn = (the recurrent n
+// term) + b_hn into `hn` (units [lo, hi) at hn), n and h_t. b_in and b_hn may be null.
+template <typename T>
+inline void gru_row_lbr(T* a, const T* rc_row, const T* bias_rz, const T* b_in, const T* b_hn,
+                        T* hn, const T* h_prev, T* h_new, Index H, Tile tl) {
+  const Index nu = tl.size();
+  gru_row_rz<T>(a, rc_row, bias_rz, H, tl);
+  ArrMap<T> hv(hn, nu);
+  hv = ConstArrMap<T>(rc_row + n * nu, nu);
+  if (b_hn != nullptr) hv += ConstArrMap<T>(b_hn + tl.lo, nu);
+  gru_row_update<T>(a, b_in, hn, true, h_prev, h_new, H, tl);
+}
+
+// The same in float, fused: per packet of units every operand is loaded once and every result
+// stored once, the arithmetic the generic pass's operation for operation. `o` gives the operands at
+// a unit offset: gate g of unit u of a at a[g * sa + u], of rc at rc[g * src + u], of the biases at
+// b[g * sb + u]; the biases may be null.
+struct GruRowView {
+  float* a;
+  Index sa;
+  const float* rc;
+  Index src;
+  const float* bias_rz;
+  const float* b_in;
+  const float* b_hn;
+  Index sb;
+  float* hn;
+  const float* h_prev;
+  float* h_new;
+};
+
+inline void gru_packet_lbr(const GruRowView& v, Index u) {
+  using namespace Eigen::internal;
+  using Pk = FloatPacket;
+  Pk xr = ploadu<Pk>(v.rc + r * v.src + u), xz = ploadu<Pk>(v.rc + z * v.src + u);
+  if (v.bias_rz != nullptr) {
+    xr = padd(xr, ploadu<Pk>(v.bias_rz + r * v.sb + u));
+    xz = padd(xz, ploadu<Pk>(v.bias_rz + z * v.sb + u));
+  }
+  const Pk rr = sigmoid_packet(padd(ploadu<Pk>(v.a + r * v.sa + u), xr));
+  const Pk zz = sigmoid_packet(padd(ploadu<Pk>(v.a + z * v.sa + u), xz));
+  Pk hn = ploadu<Pk>(v.rc + n * v.src + u);
+  if (v.b_hn != nullptr) hn = padd(hn, ploadu<Pk>(v.b_hn + u));
+  Pk an = ploadu<Pk>(v.a + n * v.sa + u);
+  if (v.b_in != nullptr) an = padd(an, ploadu<Pk>(v.b_in + u));
+  an = tanh_packet(padd(an, pmul(rr, hn)));
+  const Pk h = padd(pmul(psub(pset1<Pk>(1.0f), zz), an), pmul(zz, ploadu<Pk>(v.h_prev + u)));
+  pstoreu(v.a + r * v.sa + u, rr);
+  pstoreu(v.a + z * v.sa + u, zz);
+  pstoreu(v.a + n * v.sa + u, an);
+  pstoreu(v.hn + u, hn);
+  pstoreu(v.h_new + u, h);
+}
+
+inline void gru_row_lbr(float* a, const float* rc_row, const float* bias_rz, const float* b_in,
+                        const float* b_hn, float* hn, const float* h_prev, float* h_new, Index H,
+                        Tile tl) {
+  constexpr Index W = kFloatPacket;
+  const Index nu = tl.size(), lo = tl.lo;
+  auto at = [lo](const float* p) { return p != nullptr ? p + lo : nullptr; };
+  const GruRowView v{a + lo, H,     rc_row,          nu, at(bias_rz), at(b_in), at(b_hn), H,
+                     hn,     h_prev + lo, h_new + lo};
+  Index u = 0;
+  for (; u + W <= nu; u += W) gru_packet_lbr(v, u);
+  if (u == nu) return;
+  // The tail: the same packet code on zero-padded copies.
+  const Index k = nu - u;
+  alignas(64) float pa[count * W] = {}, prc[count * W] = {}, pb[count * W] = {}, phn[W], ph[W] = {},
+                    pnew[W];
+  for (Index gate = 0; gate < count; ++gate) {
+    std::copy_n(v.a + gate * H + u, k, pa + gate * W);
+    std::copy_n(v.rc + gate * nu + u, k, prc + gate * W);
+  }
+  if (bias_rz != nullptr) {
+    std::copy_n(v.bias_rz + r * H + u, k, pb + r * W);
+    std::copy_n(v.bias_rz + z * H + u, k, pb + z * W);
+  }
+  if (b_in != nullptr) std::copy_n(v.b_in + u, k, pb + n * W);
+  alignas(64) float pbhn[W] = {};
+  if (b_hn != nullptr) std::copy_n(v.b_hn + u, k, pbhn);
+  std::copy_n(v.h_prev + u, k, ph);
+  gru_packet_lbr({pa, W, prc, W, bias_rz != nullptr ? pb : nullptr, b_in != nullptr ? pb + n * W : nullptr,
+                  b_hn != nullptr ? pbhn : nullptr, W, phn, ph, pnew},
+                 0);
+  for (Index gate = 0; gate < count; ++gate) std::copy_n(pa + gate * W, k, v.a + gate * H + u);
+  std::copy_n(phn, k, v.hn + u);
+  std::copy_n(pnew, k, v.h_new + u);
+}
+
 template <typename T>
 inline void zero_gates(T* row, Index H, Tile tl) {
   for (Index gate = 0; gate < count; ++gate) ArrMap<T>(row + gate * H + tl.lo, tl.size()).setZero();
@@ -110,14 +199,12 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
           continue;
         }
         const T* rc_row = rc + (i++) * count * nu;
-        gru_row_rz<T>(a_row, rc_row, bias_or_null(bias_rz), H, tl);
         if (lbr) {
-          ArrMap<T> hv(hn_t + b * H + tl.lo, nu);
-          hv = ConstArrMap<T>(rc_row + n * nu, nu);
-          if (b_hn != nullptr) hv += ConstArrMap<T>(b_hn + tl.lo, nu);
-          gru_row_update<T>(a_row, b_in, hn_t + b * H + tl.lo, true, h_prev + b * H, h_new + b * H, H, tl);
+          gru_row_lbr(a_row, rc_row, bias_or_null(bias_rz), b_in, b_hn, hn_t + b * H + tl.lo,
+                      h_prev + b * H, h_new + b * H, H, tl);
           emit_output(y_t + b * H, h_new + b * H, tl, true);
         } else {
+          gru_row_rz<T>(a_row, rc_row, bias_or_null(bias_rz), H, tl);
           ArrMap<T>(rh.data() + b * H + tl.lo, nu) =
               ConstArrMap<T>(a_row + r * H + tl.lo, nu) * ConstArrMap<T>(h_prev + b * H + tl.lo, nu);
         }
