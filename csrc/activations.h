@@ -5,6 +5,8 @@
 // through a padded packet. double: the C library, element by element, for full accuracy.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "common.h"
@@ -47,6 +49,55 @@ constexpr Index kFloatPacket = Eigen::internal::unpacket_traits<FloatPacket>::si
 inline FloatPacket sigmoid_packet(const FloatPacket& x) { return ExactLogistic().packetOp(x); }
 inline FloatPacket tanh_packet(const FloatPacket& x) {
   return Eigen::internal::scalar_tanh_op<float>().packetOp(x);
+}
+
+// An operand of a fused float pass over the units [lo, hi) of a tile: `rows` rows (gates) of units,
+// unit u of row g at p[g * stride + u] (p already offset to the first unit); p null when absent.
+// Outputs (out) are written back by the pass; inputs are only read (p is const_cast for inputs).
+struct Lanes {
+  float* p;
+  Index stride;
+  int rows;
+  bool out;
+};
+inline Lanes in_lanes(const float* p, Index stride = 0, int rows = 1) {
+  return {const_cast<float*>(p), stride, rows, false};
+}
+inline Lanes out_lanes(float* p, Index stride = 0, int rows = 1) { return {p, stride, rows, true}; }
+
+// A fused pass over n units: body(ops, u) computes units [u, u + kFloatPacket) from the operands
+// `ops`, a packet of each in registers. Full packets run in place; a tail of n % kFloatPacket units
+// runs through the same body on zero-padded copies of every operand (so every unit goes through
+// the same instructions wherever it sits), the outputs then copied back.
+constexpr int kMaxLaneRows = 4;
+template <size_t N, typename Body>
+inline void fused_pass(Index n, const std::array<Lanes, N>& ops, Body&& body) {
+  constexpr Index W = kFloatPacket;
+  Index u = 0;
+  for (; u + W <= n; u += W) body(ops, u);
+  if (u == n) return;
+  const Index k = n - u;
+  alignas(64) float pad[N][kMaxLaneRows * W];
+  std::array<Lanes, N> local;
+  for (size_t q = 0; q < N; ++q) {
+    local[q] = {ops[q].p != nullptr ? pad[q] : nullptr, W, ops[q].rows, ops[q].out};
+    if (ops[q].p == nullptr) continue;
+    std::fill_n(pad[q], ops[q].rows * W, 0.0f);
+    for (int g = 0; g < ops[q].rows; ++g) std::copy_n(ops[q].p + g * ops[q].stride + u, k, pad[q] + g * W);
+  }
+  body(local, Index(0));
+  for (size_t q = 0; q < N; ++q)
+    if (ops[q].p != nullptr && ops[q].out)
+      for (int g = 0; g < ops[q].rows; ++g)
+        std::copy_n(pad[q] + g * W, k, ops[q].p + g * ops[q].stride + u);
+}
+
+// Packet access to a Lanes operand: row g, units [u, u + kFloatPacket).
+inline FloatPacket lanes_load(const Lanes& l, Index g, Index u) {
+  return Eigen::internal::ploadu<FloatPacket>(l.p + g * l.stride + u);
+}
+inline void lanes_store(const Lanes& l, Index g, Index u, const FloatPacket& v) {
+  Eigen::internal::pstoreu(l.p + g * l.stride + u, v);
 }
 
 // dst[k] = sigmoid(src[k]); dst may be src.

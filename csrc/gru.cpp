@@ -63,79 +63,39 @@ inline void gru_row_lbr(T* a, const T* rc_row, const T* bias_rz, const T* b_in, 
 }
 
 // The same in float, fused: per packet of units every operand is loaded once and every result
-// stored once, the arithmetic the generic pass's operation for operation. `o` gives the operands at
-// a unit offset: gate g of unit u of a at a[g * sa + u], of rc at rc[g * src + u], of the biases at
-// b[g * sb + u]; the biases may be null.
-struct GruRowView {
-  float* a;
-  Index sa;
-  const float* rc;
-  Index src;
-  const float* bias_rz;
-  const float* b_in;
-  const float* b_hn;
-  Index sb;
-  float* hn;
-  const float* h_prev;
-  float* h_new;
-};
-
-inline void gru_packet_lbr(const GruRowView& v, Index u) {
-  using namespace Eigen::internal;
-  using Pk = FloatPacket;
-  Pk xr = ploadu<Pk>(v.rc + r * v.src + u), xz = ploadu<Pk>(v.rc + z * v.src + u);
-  if (v.bias_rz != nullptr) {
-    xr = padd(xr, ploadu<Pk>(v.bias_rz + r * v.sb + u));
-    xz = padd(xz, ploadu<Pk>(v.bias_rz + z * v.sb + u));
-  }
-  const Pk rr = sigmoid_packet(padd(ploadu<Pk>(v.a + r * v.sa + u), xr));
-  const Pk zz = sigmoid_packet(padd(ploadu<Pk>(v.a + z * v.sa + u), xz));
-  Pk hn = ploadu<Pk>(v.rc + n * v.src + u);
-  if (v.b_hn != nullptr) hn = padd(hn, ploadu<Pk>(v.b_hn + u));
-  Pk an = ploadu<Pk>(v.a + n * v.sa + u);
-  if (v.b_in != nullptr) an = padd(an, ploadu<Pk>(v.b_in + u));
-  an = tanh_packet(padd(an, pmul(rr, hn)));
-  const Pk h = padd(pmul(psub(pset1<Pk>(1.0f), zz), an), pmul(zz, ploadu<Pk>(v.h_prev + u)));
-  pstoreu(v.a + r * v.sa + u, rr);
-  pstoreu(v.a + z * v.sa + u, zz);
-  pstoreu(v.a + n * v.sa + u, an);
-  pstoreu(v.hn + u, hn);
-  pstoreu(v.h_new + u, h);
-}
-
+// stored once, the arithmetic the generic pass's operation for operation.
 inline void gru_row_lbr(float* a, const float* rc_row, const float* bias_rz, const float* b_in,
                         const float* b_hn, float* hn, const float* h_prev, float* h_new, Index H,
                         Tile tl) {
-  constexpr Index W = kFloatPacket;
+  using namespace Eigen::internal;
+  using Pk = FloatPacket;
   const Index nu = tl.size(), lo = tl.lo;
   auto at = [lo](const float* p) { return p != nullptr ? p + lo : nullptr; };
-  const GruRowView v{a + lo, H,     rc_row,          nu, at(bias_rz), at(b_in), at(b_hn), H,
-                     hn,     h_prev + lo, h_new + lo};
-  Index u = 0;
-  for (; u + W <= nu; u += W) gru_packet_lbr(v, u);
-  if (u == nu) return;
-  // The tail: the same packet code on zero-padded copies.
-  const Index k = nu - u;
-  alignas(64) float pa[count * W] = {}, prc[count * W] = {}, pb[count * W] = {}, phn[W], ph[W] = {},
-                    pnew[W];
-  for (Index gate = 0; gate < count; ++gate) {
-    std::copy_n(v.a + gate * H + u, k, pa + gate * W);
-    std::copy_n(v.rc + gate * nu + u, k, prc + gate * W);
-  }
-  if (bias_rz != nullptr) {
-    std::copy_n(v.bias_rz + r * H + u, k, pb + r * W);
-    std::copy_n(v.bias_rz + z * H + u, k, pb + z * W);
-  }
-  if (b_in != nullptr) std::copy_n(v.b_in + u, k, pb + n * W);
-  alignas(64) float pbhn[W] = {};
-  if (b_hn != nullptr) std::copy_n(v.b_hn + u, k, pbhn);
-  std::copy_n(v.h_prev + u, k, ph);
-  gru_packet_lbr({pa, W, prc, W, bias_rz != nullptr ? pb : nullptr, b_in != nullptr ? pb + n * W : nullptr,
-                  b_hn != nullptr ? pbhn : nullptr, W, phn, ph, pnew},
-                 0);
-  for (Index gate = 0; gate < count; ++gate) std::copy_n(pa + gate * W, k, v.a + gate * H + u);
-  std::copy_n(phn, k, v.hn + u);
-  std::copy_n(pnew, k, v.h_new + u);
+  enum { A, RC, BRZ, BIN, BHN, HN, HP, HNEW };
+  const std::array<Lanes, 8> ops{out_lanes(a + lo, H, count), in_lanes(rc_row, nu, count),
+                                 in_lanes(at(bias_rz), H, 2),  in_lanes(at(b_in)),
+                                 in_lanes(at(b_hn)),           out_lanes(hn),
+                                 in_lanes(h_prev + lo),        out_lanes(h_new + lo)};
+  fused_pass(nu, ops, [](const std::array<Lanes, 8>& v, Index u) {
+    Pk xr = lanes_load(v[RC], r, u), xz = lanes_load(v[RC], z, u);
+    if (v[BRZ].p != nullptr) {
+      xr = padd(xr, lanes_load(v[BRZ], r, u));
+      xz = padd(xz, lanes_load(v[BRZ], z, u));
+    }
+    const Pk rr = sigmoid_packet(padd(lanes_load(v[A], r, u), xr));
+    const Pk zz = sigmoid_packet(padd(lanes_load(v[A], z, u), xz));
+    Pk hv = lanes_load(v[RC], n, u);
+    if (v[BHN].p != nullptr) hv = padd(hv, lanes_load(v[BHN], 0, u));
+    Pk an = lanes_load(v[A], n, u);
+    if (v[BIN].p != nullptr) an = padd(an, lanes_load(v[BIN], 0, u));
+    an = tanh_packet(padd(an, pmul(rr, hv)));
+    const Pk h = padd(pmul(psub(pset1<Pk>(1.0f), zz), an), pmul(zz, lanes_load(v[HP], 0, u)));
+    lanes_store(v[A], r, u, rr);
+    lanes_store(v[A], z, u, zz);
+    lanes_store(v[A], n, u, an);
+    lanes_store(v[HN], 0, u, hv);
+    lanes_store(v[HNEW], 0, u, h);
+  });
 }
 
 template <typename T>

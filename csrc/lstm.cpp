@@ -56,83 +56,50 @@ inline void lstm_row_forward(T* a, const T* r, const T* bias, const T* peep, con
 
 // The float gate pass, fused: per packet of units, every operand is loaded once, all gates are
 // computed in registers and the results stored once (the generic pass above makes a dozen short
-// passes). The arithmetic is the generic pass's, operation for operation. Gate g of unit u of a
-// view's operand X is at X[g * sX + u]; bias and peep may be null.
-struct LstmRowView {
-  float* a;
-  Index sa;
-  const float* r;
-  Index sr;
-  const float* bias;
-  Index sb;
-  const float* peep;
-  Index sp;
-  const float* c_prev;
-  float* c_new;
-  float* m;
-};
-
-inline void lstm_packet_forward(const LstmRowView& v, Index u, bool coupled) {
-  using namespace Eigen::internal;
-  using Pk = FloatPacket;
-  auto ld = [u](const float* p, Index stride, Index gate) { return ploadu<Pk>(p + gate * stride + u); };
-  Pk ri = ld(v.r, v.sr, i), rf = ld(v.r, v.sr, f), rg = ld(v.r, v.sr, g), ro = ld(v.r, v.sr, o);
-  if (v.bias != nullptr) {
-    ri = padd(ri, ld(v.bias, v.sb, i));
-    rf = padd(rf, ld(v.bias, v.sb, f));
-    rg = padd(rg, ld(v.bias, v.sb, g));
-    ro = padd(ro, ld(v.bias, v.sb, o));
-  }
-  Pk ai = padd(ld(v.a, v.sa, i), ri), af = padd(ld(v.a, v.sa, f), rf),
-     ag = padd(ld(v.a, v.sa, g), rg), ao = padd(ld(v.a, v.sa, o), ro);
-  const Pk cp = ploadu<Pk>(v.c_prev + u);
-  if (v.peep != nullptr) ai = padd(ai, pmul(ld(v.peep, v.sp, 0), cp));
-  ai = sigmoid_packet(ai);
-  if (coupled) {
-    af = psub(pset1<Pk>(1.0f), ai);
-  } else {
-    if (v.peep != nullptr) af = padd(af, pmul(ld(v.peep, v.sp, 1), cp));
-    af = sigmoid_packet(af);
-  }
-  ag = tanh_packet(ag);
-  const Pk cn = padd(pmul(af, cp), pmul(ai, ag));
-  if (v.peep != nullptr) ao = padd(ao, pmul(ld(v.peep, v.sp, 2), cn));
-  ao = sigmoid_packet(ao);
-  pstoreu(v.a + i * v.sa + u, ai);
-  pstoreu(v.a + f * v.sa + u, af);
-  pstoreu(v.a + g * v.sa + u, ag);
-  pstoreu(v.a + o * v.sa + u, ao);
-  pstoreu(v.c_new + u, cn);
-  pstoreu(v.m + u, pmul(tanh_packet(cn), ao));
-}
-
+// passes). The arithmetic is the generic pass's, operation for operation.
 inline void lstm_row_forward(float* a, const float* r, const float* bias, const float* peep,
                              const float* c_prev, float* c_new, float* m, Index H, Tile tl,
                              bool coupled) {
-  constexpr Index W = kFloatPacket;
+  using namespace Eigen::internal;
+  using Pk = FloatPacket;
   const Index n = tl.size(), lo = tl.lo;
-  const LstmRowView v{a + lo,       H, r, n, bias != nullptr ? bias + lo : nullptr, H,
-                      peep != nullptr ? peep + lo : nullptr, H, c_prev + lo, c_new + lo, m + lo};
-  Index u = 0;
-  for (; u + W <= n; u += W) lstm_packet_forward(v, u, coupled);
-  if (u == n) return;
-  // The tail: the same packet code on zero-padded copies.
-  const Index k = n - u;
-  alignas(64) float pa[count * W] = {}, pr[count * W] = {}, pb[count * W] = {}, pp[3 * W] = {},
-                    pc[W] = {}, pcn[W], pm[W];
-  for (Index gate = 0; gate < count; ++gate) {
-    std::copy_n(v.a + gate * H + u, k, pa + gate * W);
-    std::copy_n(v.r + gate * n + u, k, pr + gate * W);
-    if (bias != nullptr) std::copy_n(v.bias + gate * H + u, k, pb + gate * W);
-    if (peep != nullptr && gate < 3) std::copy_n(v.peep + gate * H + u, k, pp + gate * W);
-  }
-  std::copy_n(v.c_prev + u, k, pc);
-  lstm_packet_forward({pa, W, pr, W, bias != nullptr ? pb : nullptr, W,
-                       peep != nullptr ? pp : nullptr, W, pc, pcn, pm},
-                      0, coupled);
-  for (Index gate = 0; gate < count; ++gate) std::copy_n(pa + gate * W, k, v.a + gate * H + u);
-  std::copy_n(pcn, k, v.c_new + u);
-  std::copy_n(pm, k, v.m + u);
+  enum { A, R, BIAS, PEEP, CP, CN, M };
+  const std::array<Lanes, 7> ops{out_lanes(a + lo, H, count), in_lanes(r, n, count),
+                                 in_lanes(bias != nullptr ? bias + lo : nullptr, H, count),
+                                 in_lanes(peep != nullptr ? peep + lo : nullptr, H, 3),
+                                 in_lanes(c_prev + lo), out_lanes(c_new + lo), out_lanes(m + lo)};
+  fused_pass(n, ops, [coupled](const std::array<Lanes, 7>& v, Index u) {
+    Pk ri = lanes_load(v[R], i, u), rf = lanes_load(v[R], f, u), rg = lanes_load(v[R], g, u),
+       ro = lanes_load(v[R], o, u);
+    if (v[BIAS].p != nullptr) {
+      ri = padd(ri, lanes_load(v[BIAS], i, u));
+      rf = padd(rf, lanes_load(v[BIAS], f, u));
+      rg = padd(rg, lanes_load(v[BIAS], g, u));
+      ro = padd(ro, lanes_load(v[BIAS], o, u));
+    }
+    Pk ai = padd(lanes_load(v[A], i, u), ri), af = padd(lanes_load(v[A], f, u), rf),
+       ag = padd(lanes_load(v[A], g, u), rg), ao = padd(lanes_load(v[A], o, u), ro);
+    const Pk cp = lanes_load(v[CP], 0, u);
+    const bool peep = v[PEEP].p != nullptr;
+    if (peep) ai = padd(ai, pmul(lanes_load(v[PEEP], 0, u), cp));
+    ai = sigmoid_packet(ai);
+    if (coupled) {
+      af = psub(pset1<Pk>(1.0f), ai);
+    } else {
+      if (peep) af = padd(af, pmul(lanes_load(v[PEEP], 1, u), cp));
+      af = sigmoid_packet(af);
+    }
+    ag = tanh_packet(ag);
+    const Pk cn = padd(pmul(af, cp), pmul(ai, ag));
+    if (peep) ao = padd(ao, pmul(lanes_load(v[PEEP], 2, u), cn));
+    ao = sigmoid_packet(ao);
+    lanes_store(v[A], i, u, ai);
+    lanes_store(v[A], f, u, af);
+    lanes_store(v[A], g, u, ag);
+    lanes_store(v[A], o, u, ao);
+    lanes_store(v[CN], 0, u, cn);
+    lanes_store(v[M], 0, u, pmul(tanh_packet(cn), ao));
+  });
 }
 
 // Backward gate pass of one active batch row for units [lo, hi): from dh (gradient w.r.t. m_t,
