@@ -137,6 +137,51 @@ inline void lstm_row_backward(T* dg, T* dc, const T* dh, const T* gates, const T
   }
 }
 
+// The float backward gate pass, fused as the forward one; the arithmetic is the generic pass's,
+// operation for operation.
+inline void lstm_row_backward(float* dg, float* dc, const float* dh, const float* gates,
+                              const float* c_t, const float* c_prev, const float* peep, Index H,
+                              Tile tl, bool coupled) {
+  using namespace Eigen::internal;
+  using Pk = FloatPacket;
+  const Index lo = tl.lo;
+  enum { DG, DC, DH, GATES, CT, CP, PEEP };
+  const std::array<Lanes, 7> ops{out_lanes(dg + lo, H, count), out_lanes(dc + lo),
+                                 in_lanes(dh + lo),            in_lanes(gates + lo, H, count),
+                                 in_lanes(c_t + lo),           in_lanes(c_prev + lo),
+                                 in_lanes(peep != nullptr ? peep + lo : nullptr, H, 3)};
+  fused_pass(tl.size(), ops, [coupled](const std::array<Lanes, 7>& v, Index u) {
+    const Pk one = pset1<Pk>(1.0f);
+    const Pk gi = lanes_load(v[GATES], i, u), gf = lanes_load(v[GATES], f, u),
+             gg = lanes_load(v[GATES], g, u), go = lanes_load(v[GATES], o, u);
+    const Pk dh = lanes_load(v[DH], 0, u), cp = lanes_load(v[CP], 0, u);
+    const Pk tc = tanh_packet(lanes_load(v[CT], 0, u));
+    const bool peep = v[PEEP].p != nullptr;
+    const Pk dao = pmul(pmul(pmul(dh, tc), go), psub(one, go));
+    Pk dct = padd(lanes_load(v[DC], 0, u), pmul(pmul(dh, go), psub(one, pmul(tc, tc))));
+    if (peep) dct = padd(dct, pmul(dao, lanes_load(v[PEEP], 2, u)));
+    Pk dai, daf;
+    if (coupled) {
+      dai = pmul(pmul(psub(pmul(dct, gg), pmul(dct, cp)), gi), psub(one, gi));
+      daf = pzero(one);
+    } else {
+      dai = pmul(pmul(pmul(dct, gg), gi), psub(one, gi));
+      daf = pmul(pmul(pmul(dct, cp), gf), psub(one, gf));
+    }
+    const Pk dag = pmul(pmul(dct, gi), psub(one, pmul(gg, gg)));
+    dct = pmul(dct, gf);
+    if (peep) {
+      dct = padd(dct, pmul(dai, lanes_load(v[PEEP], 0, u)));
+      if (!coupled) dct = padd(dct, pmul(daf, lanes_load(v[PEEP], 1, u)));
+    }
+    lanes_store(v[DG], i, u, dai);
+    lanes_store(v[DG], f, u, daf);
+    lanes_store(v[DG], g, u, dag);
+    lanes_store(v[DG], o, u, dao);
+    lanes_store(v[DC], 0, u, dct);
+  });
+}
+
 }  // namespace
 
 template <typename T>
@@ -283,7 +328,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
             if (dy_t != nullptr) d += ConstArrMap<T>(dy_t + b * P + tl.lo, n);
           }
           const T* dm_row = dm.data() + b * H;
-          lstm_row_backward<T>(dg_row, dc.data() + b * H, dm_row, gates_t + b * GH,
+          lstm_row_backward(dg_row, dc.data() + b * H, dm_row, gates_t + b * GH,
                                c_t + b * H, c_prev + b * H, w.w_peep, H, tl, s.coupled);
         }
       }
