@@ -83,7 +83,8 @@ inline void fused_pass(Index n, const std::array<Lanes, N>& ops, Body&& body) {
     local[q] = {ops[q].p != nullptr ? pad[q] : nullptr, W, ops[q].rows, ops[q].out};
     if (ops[q].p == nullptr) continue;
     std::fill_n(pad[q], ops[q].rows * W, 0.0f);
-    for (int g = 0; g < ops[q].rows; ++g) std::copy_n(ops[q].p + g * ops[q].stride + u, k, pad[q] + g * W);
+    for (int g = 0; g < ops[q].rows; ++g)
+      std::copy_n(ops[q].p + g * ops[q].stride + u, k, pad[q] + g * W);
   }
   body(local, Index(0));
   for (size_t q = 0; q < N; ++q)

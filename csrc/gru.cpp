@@ -73,9 +73,9 @@ inline void gru_row_lbr(float* a, const float* rc_row, const float* bias_rz, con
   auto at = [lo](const float* p) { return p != nullptr ? p + lo : nullptr; };
   enum { A, RC, BRZ, BIN, BHN, HN, HP, HNEW };
   const std::array<Lanes, 8> ops{out_lanes(a + lo, H, count), in_lanes(rc_row, nu, count),
-                                 in_lanes(at(bias_rz), H, 2),  in_lanes(at(b_in)),
-                                 in_lanes(at(b_hn)),           out_lanes(hn),
-                                 in_lanes(h_prev + lo),        out_lanes(h_new + lo)};
+                                 in_lanes(at(bias_rz), H, 2),   in_lanes(at(b_in)),
+                                 in_lanes(at(b_hn)),            out_lanes(hn),
+                                 in_lanes(h_prev + lo),         out_lanes(h_new + lo)};
   fused_pass(nu, ops, [](const std::array<Lanes, 8>& v, Index u) {
     Pk xr = lanes_load(v[RC], r, u), xz = lanes_load(v[RC], z, u);
     if (v[BRZ].p != nullptr) {

@@ -228,8 +228,8 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
         T* a_row = a_t + b * GH;
         const bool act = seq.active(t, b);
         if (act) {
-          lstm_row_forward(a_row, r + (i++) * count * n, bias_or_null(bias), w.w_peep, c_prev + b * H,
-                              c_new + b * H, m + b * H, H, tl, s.coupled);
+          lstm_row_forward(a_row, r + (i++) * count * n, bias_or_null(bias), w.w_peep,
+                           c_prev + b * H, c_new + b * H, m + b * H, H, tl, s.coupled);
         } else {
           for (Index gate = 0; gate < count; ++gate) ArrMap<T>(a_row + gate * H + tl.lo, n).setZero();
           copy_units(c_new + b * H, c_prev + b * H, tl);

@@ -29,7 +29,8 @@ template <typename T>
 Buffer<T> fold_biases(const T* b1, const T* b2, Index n) {
   if (b1 == nullptr && b2 == nullptr) return Buffer<T>();
   Buffer<T> b(n);
-  for (Index k = 0; k < n; ++k) b.data()[k] = (b1 != nullptr ? b1[k] : T(0)) + (b2 != nullptr ? b2[k] : T(0));
+  for (Index k = 0; k < n; ++k)
+    b.data()[k] = (b1 != nullptr ? b1[k] : T(0)) + (b2 != nullptr ? b2[k] : T(0));
   return b;
 }
 
