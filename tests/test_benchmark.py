@@ -157,3 +157,27 @@ def test_plot(tmp_path):
     report = rb.Report(rb.Settings(threads=1, against=("torch",)), results, [1e-3], "", "test")
     rb.write_plot(report, str(tmp_path / "speedups.png"))
     assert (tmp_path / "speedups.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sgemm_fraction_uses_the_products_timed_next_to_the_case():
+    # Two cases on a machine that slowed down by half between them: each row's "% sgemm" is taken
+    # against the sgemm timed next to it, not against the run's median.
+    # The second case has twice the flops, so at half the speed it takes four times as long.
+    fast, slow = rb.Case("sequence", "lstm", 1, 2, 3, 3), rb.Case("sequence", "lstm", 2, 2, 3, 3)
+    results = [rb.Result(c, "forward", "rnnfast", rb.OK, times=[t])
+               for c, t in ((fast, 1e-3), (slow, 4e-3))]
+    settings = rb.Settings(threads=1, against=(), sgemm_size=100)
+    report = rb.Report(settings, results, [1e-4, 1e-4, 2e-4, 2e-4], "", "test",
+                       {fast: [1e-4, 1e-4], slow: [2e-4, 2e-4]})
+    assert report.case_sgemm_gflops(fast) == pytest.approx(2 * 100 ** 3 / 1e-4 / 1e9)
+    assert report.case_sgemm_gflops(slow) == pytest.approx(2 * 100 ** 3 / 2e-4 / 1e9)
+    pct = {row["case"]: float(row["sgemm_pct"]) for row in rb.csv_rows(report)[1:]}
+    for case in (fast, slow):
+        r = report.find(case, "forward", "rnnfast")
+        want = 100 * r.gflops / report.case_sgemm_gflops(case)
+        assert pct[case.label] == pytest.approx(want, rel=1e-3)
+    # Both rows ran at the same fraction of their machine's speed.
+    assert pct[fast.label] == pytest.approx(pct[slow.label], rel=1e-3)
+    # Without per-case products, the run's median is the denominator.
+    plain = rb.Report(settings, results, [1e-4, 3e-4], "", "test")
+    assert plain.case_sgemm_gflops(fast) == plain.sgemm_gflops

@@ -743,21 +743,33 @@ class Settings:
     against: tuple[str, ...] = COMPETITORS
     seed: int = 0
     sgemm_size: int = 2048
-    sgemm_runs: int = 6  # half before the cases, half after
+    sgemm_runs: int = 6  # half before the cases, half after (and one before and after each case)
 
 
 @dataclasses.dataclass
 class Report:
     settings: Settings
     results: list[Result]
-    sgemm: list[float]  # seconds per product
+    sgemm: list[float]  # seconds per product, all of the run's
     blas_threads: str
     command: str
+    # Seconds per product measured right before and after each case: a case's "% of sgemm" is
+    # taken against these, so that a machine whose speed drifts during the run (a shared host)
+    # is compared with itself.
+    case_sgemm: dict[Case, list[float]] = dataclasses.field(default_factory=dict)
 
     @property
     def sgemm_gflops(self) -> float:
-        """Median sgemm throughput, the denominator of "% of sgemm"."""
+        """Median sgemm throughput over the run."""
         return 2 * self.settings.sgemm_size ** 3 / float(np.median(self.sgemm)) / 1e9
+
+    def case_sgemm_gflops(self, case: Case) -> float:
+        """The denominator of a case's "% of sgemm": the median of the products timed next to
+        it, else the run's median."""
+        times = self.case_sgemm.get(case)
+        if not times:
+            return self.sgemm_gflops
+        return 2 * self.settings.sgemm_size ** 3 / float(np.median(times)) / 1e9
 
     @property
     def sgemm_best_gflops(self) -> float:
@@ -830,15 +842,19 @@ def run(cases: Iterable[Case], settings: Settings, command: str = "",
     with thread_limits(settings.threads, "torch" in settings.against and "torch" not in unavailable) as how:
         half = max(1, settings.sgemm_runs // 2)
         sgemm = sgemm_times(settings.sgemm_size, half, settings.seed)
+        case_sgemm = {}
         for k, case in enumerate(cases, 1):
+            before = sgemm_times(settings.sgemm_size, 1, settings.seed)
             rows = run_case(case, settings, unavailable)
+            case_sgemm[case] = before + sgemm_times(settings.sgemm_size, 1, settings.seed)
+            sgemm += case_sgemm[case]
             results += rows
             if log is not None:
                 timed = ", ".join(f"{r.mode} {DISPLAY[r.contender]} {r.median_ms:.3g} ms"
                                   for r in rows if r.timed)
                 print(f"[{k}/{len(cases)}] {case.label}: {timed}", file=log, flush=True)
         sgemm += sgemm_times(settings.sgemm_size, settings.sgemm_runs - half, settings.seed)
-    return Report(settings, results, sgemm, how, command)
+    return Report(settings, results, sgemm, how, command, case_sgemm)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -874,7 +890,8 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                         + [_fmt_ms(report.find(case, mode, n)) for n in ("rnnfast", *against)]
                         + [_fmt_ratio(report.speedup(case, mode, n)) for n in against]
                         + ["-" if math.isnan(gflops) else f"{gflops:.1f}",
-                           "-" if math.isnan(gflops) else f"{100 * gflops / report.sgemm_gflops:.0f}%"])
+                           "-" if math.isnan(gflops)
+                           else f"{100 * gflops / report.case_sgemm_gflops(case):.0f}%"])
     return header, rows
 
 
@@ -922,7 +939,9 @@ def goals(report: Report) -> list[tuple[str, str]]:
     def sgemm_fraction(mode):
         def value(c):
             r = report.find(c, mode, "rnnfast")
-            return r.gflops / report.sgemm_gflops if r is not None and r.timed else math.nan
+            if r is None or not r.timed:
+                return math.nan
+            return r.gflops / report.case_sgemm_gflops(c)
         return value
 
     out = [("forward >= 1.25x torch on every shape",
@@ -959,15 +978,21 @@ def preamble(report: Report) -> str:
     s = report.settings
     return (f"rnnfast bench: float32, {s.threads} thread(s) for every library; median of {s.repeats} "
             f"interleaved runs after {s.warmup} warm-up round(s); sgemm {s.sgemm_size}^3: "
-            f"{report.sgemm_gflops:.1f} GFLOP/s median, {report.sgemm_best_gflops:.1f} best "
-            f"({report.blas_threads})")
+            f"{report.sgemm_gflops:.1f} GFLOP/s median, {report.sgemm_best_gflops:.1f} best"
+            f"{_case_sgemm_range(report)} ({report.blas_threads})")
+
+
+def _case_sgemm_range(report: Report) -> str:
+    values = [report.case_sgemm_gflops(c) for c in report.case_sgemm]
+    return f", {min(values):.1f}-{max(values):.1f} next to the cases" if values else ""
 
 
 def notes(report: Report) -> list[str]:
     s = report.settings
     out = ["ms: median time per call. vs X: X's time / rnnfast's (> 1: rnnfast is faster). "
            "GFLOP/s and % sgemm: rnnfast's GEMM flops (training 3x forward) / time, and that / the "
-           "median sgemm throughput above.",
+           "sgemm throughput timed right before and after the case (the machine's speed can drift "
+           "during a run; the median above is over the whole run).",
            f"Every contender was checked against the NumPy reference (float64) before timing "
            f"(relative tolerance: forward {tolerance('forward'):.0e}, gradients {tolerance('train'):.0e})."]
     if "reference" in s.against and 0 < s.ref_repeats < s.repeats:
@@ -1010,7 +1035,7 @@ def csv_rows(report: Report) -> list[dict[str, Any]]:
             "min_ms": f"{r.min_ms:.6g}" if timed else "",
             "speedup": "" if math.isnan(speedup) else f"{speedup:.4g}",
             "gflops": f"{r.gflops:.4g}" if timed else "",
-            "sgemm_pct": f"{100 * r.gflops / report.sgemm_gflops:.3g}" if timed else "",
+            "sgemm_pct": f"{100 * r.gflops / report.case_sgemm_gflops(c):.3g}" if timed else "",
             "max_rel_error": "" if math.isnan(r.error) else f"{r.error:.3g}",
             "threads": report.settings.threads, "note": r.note})
     return rows
