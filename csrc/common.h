@@ -33,8 +33,11 @@ using Index = std::ptrdiff_t;
 namespace lstm_gate { constexpr Index i = 0, f = 1, g = 2, o = 3, count = 4; }
 namespace gru_gate { constexpr Index r = 0, z = 1, n = 2, count = 3; }
 
-// Hidden units per tile of the per-step work. A tile of an LSTM is 4 * kTileUnits weight rows.
+// Hidden units per tile of the per-step work (about: see tile_at). A tile of an LSTM is 4 units
+// wide in weight rows. Tiles start at multiples of kTileQuantum and are at most kMaxTileUnits wide.
 constexpr Index kTileUnits = 32;
+constexpr Index kTileQuantum = 16;
+constexpr Index kMaxTileUnits = kTileUnits + kTileQuantum;
 
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -99,11 +102,29 @@ struct Tile {
   Index lo, hi;
   Index size() const { return hi - lo; }
 };
-inline Index tile_count(Index n) { return (n + kTileUnits - 1) / kTileUnits; }
-inline Tile tile_at(Index k, Index n) {
-  Index lo = k * kTileUnits;
-  Index hi = lo + kTileUnits < n ? lo + kTileUnits : n;
-  return {lo, hi};
+// Tiles of n units: about n / kTileUnits of them, an even number (beyond one) so that two threads
+// get halves that differ by at most kTileQuantum / 2 units, with boundaries at multiples of
+// kTileQuantum (so that every tile of every cell starts on a packed panel and on a float packet).
+// Fixed 32-unit tiles left 4 tiles against 3 at n = 200: one thread did 28% more of each step.
+// The tiling depends on n only; results do not depend on it at all (see gemm.h).
+inline Index tile_count(Index n) {
+  const Index nt = (n + kTileUnits - 1) / kTileUnits;
+  return nt > 1 && nt % 2 == 1 ? nt + 1 : nt;
+}
+inline Index tile_lo(Index k, Index n) {
+  const Index nt = tile_count(n);
+  if (k >= nt) return n;
+  const Index lo = (k * n + nt * kTileQuantum / 2) / (nt * kTileQuantum) * kTileQuantum;
+  return lo < n ? lo : n;
+}
+inline Tile tile_at(Index k, Index n) { return {tile_lo(k, n), tile_lo(k + 1, n)}; }
+// The tile holding unit u (0 <= u < n).
+inline Index tile_index(Index u, Index n) {
+  const Index nt = tile_count(n);
+  Index k = u * nt / n;
+  while (k > 0 && tile_lo(k, n) > u) --k;
+  while (k + 1 < nt && tile_lo(k + 1, n) <= u) ++k;
+  return k;
 }
 
 // Scalar nonlinearities, used where a loop is not worth an Eigen expression.

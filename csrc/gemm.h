@@ -61,7 +61,7 @@ class PackedB {
 
   // B = the rows of gates [g0, g0 + G) of w (gates*H, K), transposed, with its columns permuted so
   // that tile k of hidden units is one contiguous block of G * tile columns ([gate g0 units of the
-  // tile, gate g0+1 units, ...]). Tile k starts at column G * kTileUnits * k, a multiple of NR.
+  // tile, gate g0+1 units, ...]). Tile k starts at column G * (its first unit), a multiple of NR (see tile_at).
   static PackedB from_gate_tiles(const T* w, Index ldw, Index g0, Index G, Index H, Index K,
                                  bool direct) {
     PackedB p(G * H, K, !direct);
@@ -109,13 +109,13 @@ class PackedB {
 
   // Direct mode: the row of w behind column c, and how many following columns are consecutive rows.
   Index row_of(Index c) const {
-    const Index k = c / (G_ * kTileUnits), off = c - k * G_ * kTileUnits;
-    const Tile tl = tile_at(k, H_);
+    const Tile tl = tile_at(tile_index(c / G_, H_), H_);
+    const Index off = c - G_ * tl.lo;
     return (g0_ + off / tl.size()) * H_ + tl.lo + off % tl.size();
   }
   Index run_from(Index c) const {
-    const Index k = c / (G_ * kTileUnits), off = c - k * G_ * kTileUnits;
-    const Index n = tile_at(k, H_).size();
+    const Tile tl = tile_at(tile_index(c / G_, H_), H_);
+    const Index n = tl.size(), off = c - G_ * tl.lo;
     return n - off % n;
   }
   const T* w() const { return w_; }

@@ -119,7 +119,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const PackedB<T> w_rzn = pack_gate_tiles(w.w_hh, 0, lbr ? count : 2, H, H, seq);
   const PackedB<T> w_n = lbr ? PackedB<T>() : pack_gate_tiles(w.w_hh, n, 1, H, H, seq);
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
-  Buffer<T> rec(ntiles * B * count * kTileUnits);
+  Buffer<T> rec(ntiles * B * count * kMaxTileUnits);
   Buffer<T> ring_h(training ? 0 : 2 * B * H);
   Buffer<T> rh(lbr ? 0 : B * H), hn_ws(B * H);
   const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
@@ -216,7 +216,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
 
   const int nth = region_threads(double(B) * GH * (H + I));
   const ActiveRows<T> dg_rows(seq, lbr ? GH : 2 * H, nth);
-  Buffer<T> bp_scratch(ntiles * B * kTileUnits);
+  Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H)));
 #pragma omp parallel num_threads(nth)
   {

@@ -115,7 +115,7 @@ inline void lstm_row_backward(T* dg, T* dc, const T* dh, const T* gates, const T
   ArrMap<T> dct(dc + lo, n);
   ArrMap<T> dai(dg + i * H + lo, n), daf(dg + f * H + lo, n), dag(dg + g * H + lo, n),
       dao(dg + o * H + lo, n);
-  T tc_buf[kTileUnits];
+  T tc_buf[kMaxTileUnits];
   tanh_to(tc_buf, c_t + lo, n);
   ConstArrMap<T> tc(tc_buf, n);
   dao = dhv * tc * go * (T(1) - go);
@@ -198,7 +198,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const PackedB<T> packed = pack_gate_tiles(w.w_hh, 0, count, H, P, seq);
   const PackedB<T> w_hr_t = proj ? pack_weight<T>(w.w_hr, P, H, seq) : PackedB<T>();
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
-  Buffer<T> rec(ntiles * B * count * kTileUnits);
+  Buffer<T> rec(ntiles * B * count * kMaxTileUnits);
   Buffer<T> ring_h(training ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
   Buffer<T> m_ws(proj ? B * H : 0);
   const Buffer<T> bias = fold_biases(w.b_ih, w.b_hh, GH);
@@ -276,7 +276,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
 
   const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> dg_rows(seq, GH, nth);
-  Buffer<T> bp_scratch(ptiles * B * kTileUnits);
+  Buffer<T> bp_scratch(ptiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H)));
 #pragma omp parallel num_threads(nth)
   {

@@ -35,7 +35,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, H, I, seq);
   const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H, seq);
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
-  Buffer<T> rec(ntiles * B * kTileUnits);
+  Buffer<T> rec(ntiles * B * kMaxTileUnits);
   Buffer<T> ring_h(training ? 0 : 2 * B * H);
   const Buffer<T> bias = fold_biases(w.b_ih, w.b_hh, H);
   const T* bias_p = bias_or_null(bias);
@@ -90,7 +90,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> dg_rows(seq, H, nth);
-  Buffer<T> bp_scratch(ntiles * B * kTileUnits);
+  Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H)));
 #pragma omp parallel num_threads(nth)
   {

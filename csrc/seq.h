@@ -168,10 +168,10 @@ inline void emit_output(T* y, const T* h, Tile tl, bool active) {
   else ArrMap<T>(y + tl.lo, tl.size()).setZero();
 }
 
-// Per-tile scratch: tile k owns B * G * kTileUnits elements.
+// Per-tile scratch: tile k owns B * G * kMaxTileUnits elements.
 template <typename T>
 inline T* tile_scratch(Buffer<T>& buf, Index k, Index B, Index G) {
-  return buf.data() + k * B * G * kTileUnits;
+  return buf.data() + k * B * G * kMaxTileUnits;
 }
 
 // Bias gradient: db (N,) = column sums of g (rows, ld) restricted to columns [0, N).
@@ -207,7 +207,7 @@ void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* sta
 
 // Backward through the recurrent GEMM for time t: dh_out (B, P) (+)= dg_t (B, R) w (R, P), w
 // packed as PackedB::from_rows, by tiles of P, over the rows active at t only (`dg_rows` gathers
-// them; `out_scratch` holds B * kTileUnits per tile). Without `accumulate`, rows inactive at t carry
+// them; `out_scratch` holds B * kMaxTileUnits per tile). Without `accumulate`, rows inactive at t carry
 // dh_in unchanged; with it, the caller has already put the direct term (or dh_in) into dh_out.
 // Ends with a barrier.
 template <typename T>
@@ -226,7 +226,7 @@ void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, con
       gemm_serial<T>(s.B, n, a, lda, w, tl.lo, accumulate, dh_out + tl.lo, P);
       continue;
     }
-    T* out = out_scratch.data() + tile * s.B * kTileUnits;
+    T* out = out_scratch.data() + tile * s.B * kMaxTileUnits;
     gemm_serial<T>(nact, n, a, lda, w, tl.lo, false, out, n);
     for (Index b = 0, i = 0; b < s.B; ++b) {
       ArrMap<T> d(dh_out + b * P + tl.lo, n);
