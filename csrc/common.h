@@ -33,8 +33,9 @@ using Index = std::ptrdiff_t;
 namespace lstm_gate { constexpr Index i = 0, f = 1, g = 2, o = 3, count = 4; }
 namespace gru_gate { constexpr Index r = 0, z = 1, n = 2, count = 3; }
 
-// Hidden units per tile of the per-step work (about: see tile_at). A tile of an LSTM is 4 units
-// wide in weight rows. Tiles start at multiples of kTileQuantum and are at most kMaxTileUnits wide.
+// Hidden units per tile of the per-step work, roughly (see tile_at): a tile of u units owns G * u
+// rows of the recurrent weights. Tiles start at multiples of kTileQuantum and are at most
+// kMaxTileUnits wide.
 constexpr Index kTileUnits = 32;
 constexpr Index kTileQuantum = 16;
 constexpr Index kMaxTileUnits = kTileUnits + kTileQuantum;
@@ -106,7 +107,8 @@ struct Tile {
 // get halves that differ by at most kTileQuantum / 2 units, with boundaries at multiples of
 // kTileQuantum (so that every tile of every cell starts on a packed panel and on a float packet).
 // Fixed 32-unit tiles left 4 tiles against 3 at n = 200: one thread did 28% more of each step.
-// The tiling depends on n only; results do not depend on it at all (see gemm.h).
+// The tiling depends on n only, and results do not depend on it: the GEMM's summation order
+// depends on K only (gemm.h) and the gate passes are element-wise.
 inline Index tile_count(Index n) {
   const Index nt = (n + kTileUnits - 1) / kTileUnits;
   return nt > 1 && nt % 2 == 1 ? nt + 1 : nt;

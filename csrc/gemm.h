@@ -61,7 +61,8 @@ class PackedB {
 
   // B = the rows of gates [g0, g0 + G) of w (gates*H, K), transposed, with its columns permuted so
   // that tile k of hidden units is one contiguous block of G * tile columns ([gate g0 units of the
-  // tile, gate g0+1 units, ...]). Tile k starts at column G * (its first unit), a multiple of NR (see tile_at).
+  // tile, gate g0+1 units, ...]). A tile starting at unit lo starts at column G * lo, a multiple of
+  // NR (see tile_at).
   static PackedB from_gate_tiles(const T* w, Index ldw, Index g0, Index G, Index H, Index K,
                                  bool direct) {
     PackedB p(G * H, K, !direct);

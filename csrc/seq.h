@@ -207,9 +207,9 @@ void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* sta
 
 // Backward through the recurrent GEMM for time t: dh_out (B, P) (+)= dg_t (B, R) w (R, P), w
 // packed as PackedB::from_rows, by tiles of P, over the rows active at t only (`dg_rows` gathers
-// them; `out_scratch` holds B * kMaxTileUnits per tile). Without `accumulate`, rows inactive at t carry
-// dh_in unchanged; with it, the caller has already put the direct term (or dh_in) into dh_out.
-// Ends with a barrier.
+// them; `out_scratch` holds B * kMaxTileUnits per tile). Without `accumulate`, rows inactive at
+// t carry dh_in unchanged; with it, the caller has already put the direct term (or dh_in) into
+// dh_out. Ends with a barrier.
 template <typename T>
 void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, const PackedB<T>& w,
                         const ActiveRows<T>& dg_rows, Buffer<T>& out_scratch, const Seq& s,
