@@ -110,19 +110,20 @@ class PackedB {
 
   // Direct mode: the row of w behind column c, and how many following columns are consecutive rows.
   Index row_of(Index c) const {
-    const Tile tl = tile_at(tile_index(c / G_, H_), H_);
+    const Tile tl = tile_of_column(c);
     const Index off = c - G_ * tl.lo;
     return (g0_ + off / tl.size()) * H_ + tl.lo + off % tl.size();
   }
   Index run_from(Index c) const {
-    const Tile tl = tile_at(tile_index(c / G_, H_), H_);
-    const Index n = tl.size(), off = c - G_ * tl.lo;
-    return n - off % n;
+    const Tile tl = tile_of_column(c);
+    return tl.size() - (c - G_ * tl.lo) % tl.size();
   }
   const T* w() const { return w_; }
   Index ldw() const { return ldw_; }
 
  private:
+  // The tile whose block of G * size columns holds column c (it starts at column G * lo).
+  Tile tile_of_column(Index c) const { return tile_at(tile_index(c / G_, H_), H_); }
   PackedB(Index N, Index K, bool packed)
       : N_(N), K_(K), panels_((N + NR - 1) / NR),
         data_(packed ? panels_ * K * NR : 0) {}

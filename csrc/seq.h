@@ -226,7 +226,7 @@ void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, con
       gemm_serial<T>(s.B, n, a, lda, w, tl.lo, accumulate, dh_out + tl.lo, P);
       continue;
     }
-    T* out = out_scratch.data() + tile * s.B * kMaxTileUnits;
+    T* out = tile_scratch(out_scratch, tile, s.B, 1);
     gemm_serial<T>(nact, n, a, lda, w, tl.lo, false, out, n);
     for (Index b = 0, i = 0; b < s.B; ++b) {
       ArrMap<T> d(dh_out + b * P + tl.lo, n);

@@ -18,7 +18,9 @@ from rnnfast import reference as ref
 # (T, B, I, H): B=1 and T=1; sizes that are not multiples of the SIMD width; a single step of a
 # small batch over several hidden-unit tiles (the unpacked, direct weight path, T*B <= 4); a batch
 # big enough to run threaded; hidden units cut into uneven tiles (H = 200: 8 tiles of 16 to 32).
-SHAPES = [(1, 1, 3, 5), (7, 3, 5, 9), (13, 4, 17, 33), (1, 3, 19, 70), (5, 16, 64, 64), (3, 5, 7, 200)]
+SHAPES = [
+    (1, 1, 3, 5), (7, 3, 5, 9), (13, 4, 17, 33), (1, 3, 19, 70), (5, 16, 64, 64), (3, 5, 7, 200)
+]
 SHAPE = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
 DTYPE = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 DIRECTIONS = pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
