@@ -398,6 +398,9 @@ inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w
 #endif
 }
 
+// Columns of B per L2-resident block in gemm_serial (a multiple of both NRs).
+constexpr Index kSerialNC = 128;
+
 // C (M, N) (+)= A (M, K) * B[:, col0 : col0 + N], on the calling thread. col0 is a multiple of NR.
 template <typename T>
 inline void gemm_serial(Index M, Index N, const T* A, Index lda, const PackedB<T>& B, Index col0,
@@ -414,15 +417,20 @@ inline void gemm_serial(Index M, Index N, const T* A, Index lda, const PackedB<T
     }
     return;
   }
+  // Loop order: per K-block and block of kSerialNC columns (its B panels, kKC x kSerialNC, stay in
+  // L2), each micro-tile row block of A (kMR rows x kKC, read in place with a row stride) stays in
+  // L1 while the B panels stream past it sequentially. (Panels outermost instead re-read all of A's
+  // strided rows from L2 for every panel: 20-30% slower from M = 96 on.)
   for (Index k0 = 0; k0 < K; k0 += kKC) {
     const Index kc = std::min(kKC, K - k0);
     const bool acc = accumulate || k0 > 0;
-    for (Index j = 0; j < N; j += NR) {
-      const T* panel = B.at_column(col0 + j) + k0 * NR;
-      const Index nv = std::min(NR, N - j);
+    for (Index j0 = 0; j0 < N; j0 += kSerialNC) {
+      const Index j1 = std::min(N, j0 + kSerialNC);
       for (Index i = 0; i < M; i += kMR)
-        detail::micro_dispatch<T>(std::min(kMR, M - i), kc, A + i * lda + k0, lda, panel,
-                                  C + i * ldc + j, ldc, nv, acc);
+        for (Index j = j0; j < j1; j += NR)
+          detail::micro_dispatch<T>(std::min(kMR, M - i), kc, A + i * lda + k0, lda,
+                                    B.at_column(col0 + j) + k0 * NR, C + i * ldc + j, ldc,
+                                    std::min(NR, N - j), acc);
     }
   }
 }
