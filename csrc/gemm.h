@@ -30,7 +30,7 @@
 
 namespace rnnfast {
 
-constexpr Index kKC = 256;  // K-block: fixed, so results do not depend on anything but K
+constexpr Index kKC = 512;  // K-block: fixed, so results do not depend on anything but K
 constexpr Index kMR = 6;    // rows per micro-tile
 
 template <typename T>
@@ -464,23 +464,26 @@ inline void par_gemm(Index M, const T* A, Index lda, const PackedB<T>& B, bool a
   });
 }
 
-// Scratch that par_gemm_tn needs for an N-column B: one packed K-block of B.
+// Scratch that par_gemm_tn needs for an N-column B with `threads` threads: one packed K-block of
+// B, then one packed block of A (kGemmTileM x kKC) per thread.
 template <typename T>
-inline Index tn_scratch_size(Index N) {
+inline Index tn_scratch_size(Index N, int threads) {
   constexpr Index NR = Panel<T>::NR;
-  return kKC * ((N + NR - 1) / NR) * NR;
+  return kKC * ((N + NR - 1) / NR) * NR + Index(threads) * kGemmTileM * kKC;
 }
 
 // C (M, N) (+)= A^T B with A (K, M) and B (K, N) row-major, K possibly huge (the weight gradients,
-// K = T*B). One K-block at a time: the threads first pack the block of B into `bpack` (see
-// tn_scratch_size) together, then each row tile of C packs its block of A into a scratch on its
-// stack (pack_a_block) and runs the micro-kernels. Every element of A and B is copied once per
-// call; the summation order is gemm_serial's (kKC blocks, k ascending).
+// K = T*B). One K-block at a time: the threads first pack the block of B into `scratch` (see
+// tn_scratch_size) together, then each row tile of C packs its block of A into its thread's part
+// of `scratch` (pack_a_block) and runs the micro-kernels. Every element of A and B is copied once
+// per call; the summation order is gemm_serial's (kKC blocks, k ascending).
 template <typename T>
 inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const T* B, Index ldb,
-                        bool accumulate, T* C, Index ldc, Buffer<T>& bpack) {
+                        bool accumulate, T* C, Index ldc, Buffer<T>& scratch) {
   constexpr Index NR = Panel<T>::NR;
   const Index panels = (N + NR - 1) / NR;
+  T* const bpack = scratch.data();
+  T* const at = bpack + kKC * panels * NR + omp_get_thread_num() * kGemmTileM * kKC;
   // The rows of C split evenly among the threads in whole micro-tiles, each share walked in tiles
   // of at most kGemmTileM rows (a fixed tiling left one thread a whole tile more: 12% at M = 1024).
   const Index blocks = (M + kMR - 1) / kMR;
@@ -491,7 +494,7 @@ inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const 
     const Index kc = std::min(kKC, K - k0);
 #pragma omp for schedule(static)
     for (Index j = 0; j < panels; ++j) {
-      T* dst = bpack.data() + j * kc * NR;
+      T* dst = bpack + j * kc * NR;
       const Index w = std::min(NR, N - j * NR);
       for (Index k = 0; k < kc; ++k) {
         std::memcpy(dst + k * NR, B + (k0 + k) * ldb + j * NR, sizeof(T) * w);
@@ -501,21 +504,26 @@ inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const 
     const bool acc = accumulate || k0 > 0;
     for (Index m0 = r0; m0 < r1; m0 += kGemmTileM) {
       const Index rows = std::min(kGemmTileM, r1 - m0);
-      alignas(64) T at[kGemmTileM * kKC];
       detail::pack_a_block<T>(at, A + k0 * lda + m0, lda, kc, rows);
-      for (Index j = 0; j < panels; ++j)
-        for (Index i = 0; i < rows; i += kMR) {
-          // C (M x N, all of it updated per K-block) lives in memory, not in cache: fetch the
-          // block of the next micro-tile while this one computes (+20% at 4096 x 1024, K = 3200).
-          const bool last_row = i + kMR >= rows;
-          const Index jn = last_row ? j + 1 : j, in = last_row ? 0 : i + kMR;
-          if (jn < panels)
+      // As in gemm_serial: a row block of the packed A stays in L1 while the B panels of a block
+      // of kSerialNC columns stream past it from L2.
+      constexpr Index kBlockPanels = kSerialNC / NR;
+      for (Index j0 = 0; j0 < panels; j0 += kBlockPanels) {
+        const Index j1 = std::min(panels, j0 + kBlockPanels);
+        for (Index i = 0; i < rows; i += kMR)
+          for (Index j = j0; j < j1; ++j) {
+            // C (M x N, all of it updated per K-block) lives in memory, not in cache: fetch the
+            // block of the next micro-tile while this one computes (+20% at 4096 x 1024, K = 3200).
+            const bool last_col = j + 1 == j1;
+            const Index jn = last_col ? j0 : j + 1, in = last_col ? i + kMR : i;
             for (Index r = in; r < std::min(in + kMR, rows); ++r)
               __builtin_prefetch(C + (m0 + r) * ldc + jn * NR, 1, 3);
-          detail::micro_dispatch<T, true>(std::min(kMR, rows - i), kc, at + i * kc, 0,
-                                          bpack.data() + j * kc * NR, C + (m0 + i) * ldc + j * NR,
-                                          ldc, std::min(NR, N - j * NR), acc);
-        }
+            detail::micro_dispatch<T, true>(std::min(kMR, rows - i), kc, at + i * kc, 0,
+                                            bpack + j * kc * NR,
+                                            C + (m0 + i) * ldc + j * NR, ldc,
+                                            std::min(NR, N - j * NR), acc);
+          }
+      }
     }
 #pragma omp barrier
   }

@@ -217,7 +217,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const int nth = region_threads(double(B) * GH * (H + I));
   const ActiveRows<T> dg_rows(seq, lbr ? GH : 2 * H, nth);
   Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
-  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H)));
+  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

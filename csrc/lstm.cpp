@@ -277,7 +277,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> dg_rows(seq, GH, nth);
   Buffer<T> bp_scratch(ptiles * B * kMaxTileUnits);
-  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H)));
+  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H), nth));
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

@@ -91,7 +91,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> dg_rows(seq, H, nth);
   Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
-  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H)));
+  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

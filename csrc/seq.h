@@ -192,16 +192,16 @@ void column_sums(T* db, const T* g, Index rows, Index N, Index ld) {
 // previous states read from the saved states (T, B, K) and s0 (B, K) as Seq says.
 template <typename T>
 void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* states, const T* s0,
-                            Index K, const Seq& s, Buffer<T>& bpack) {
+                            Index K, const Seq& s, Buffer<T>& scratch) {
   // Two GEMMs: the first processed step reads s0, the others read `states` shifted by one step,
   // which is one contiguous block.
   const Index B = s.B, T_ = s.T;
   const Index t_first = s.reverse ? T_ - 1 : 0;
-  par_gemm_tn<T>(R, K, B, dg + t_first * B * ldg, ldg, s0, K, false, dw, K, bpack);
+  par_gemm_tn<T>(R, K, B, dg + t_first * B * ldg, ldg, s0, K, false, dw, K, scratch);
   if (T_ > 1) {
     const T* g_rest = s.reverse ? dg : dg + B * ldg;
     const T* h_rest = s.reverse ? states + B * K : states;
-    par_gemm_tn<T>(R, K, (T_ - 1) * B, g_rest, ldg, h_rest, K, true, dw, K, bpack);
+    par_gemm_tn<T>(R, K, (T_ - 1) * B, g_rest, ldg, h_rest, K, true, dw, K, scratch);
   }
 }
 
@@ -243,10 +243,10 @@ void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, con
 // After the time loop: dx (TB, I) = dg w_ih, dw_ih (GH, I) = dg^T x, db_ih = column sums of dg.
 template <typename T>
 void input_grads(T* dx, T* dw_ih, T* db_ih, const T* dg, const T* x, const PackedB<T>& w_ih,
-                 Index TB, Buffer<T>& bpack) {
+                 Index TB, Buffer<T>& scratch) {
   const Index GH = w_ih.K(), I = w_ih.N();
   par_gemm<T>(TB, dg, GH, w_ih, false, dx, I);
-  par_gemm_tn<T>(GH, I, TB, dg, GH, x, I, false, dw_ih, I, bpack);
+  par_gemm_tn<T>(GH, I, TB, dg, GH, x, I, false, dw_ih, I, scratch);
   column_sums<T>(db_ih, dg, TB, GH, GH);
 }
 

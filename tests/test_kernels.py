@@ -17,9 +17,12 @@ from rnnfast import reference as ref
 
 # (T, B, I, H): B=1 and T=1; sizes that are not multiples of the SIMD width; a single step of a
 # small batch over several hidden-unit tiles (the unpacked, direct weight path, T*B <= 4); a batch
-# big enough to run threaded; hidden units cut into uneven tiles (H = 200: 8 tiles of 16 to 32).
+# big enough to run threaded; hidden units cut into uneven tiles (H = 200: 8 tiles of 16 to 32);
+# GEMMs over more than one K-block of the kernels (kKC = 512 in gemm.h): the input projection
+# (I = 530) and the weight gradients (T*B = 540), then the recurrent GEMM (H = 520).
 SHAPES = [
-    (1, 1, 3, 5), (7, 3, 5, 9), (13, 4, 17, 33), (1, 3, 19, 70), (5, 16, 64, 64), (3, 5, 7, 200)
+    (1, 1, 3, 5), (7, 3, 5, 9), (13, 4, 17, 33), (1, 3, 19, 70), (5, 16, 64, 64), (3, 5, 7, 200),
+    (9, 60, 530, 24), (2, 3, 8, 520),
 ]
 SHAPE = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
 DTYPE = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
