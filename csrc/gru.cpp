@@ -53,7 +53,7 @@ inline void gru_row_update(T* a, const T* b_in, const T* hn, bool reset_hn, cons
 // term) + b_hn into `hn` (units [lo, hi) at hn), n and h_t. b_in and b_hn may be null.
 template <typename T>
 inline void gru_row_lbr(T* a, const T* rc_row, const T* bias_rz, const T* b_in, const T* b_hn,
-                        T* hn, const T* h_prev, T* h_new, Index H, Tile tl) {
+                        T* hn, const T* h_prev, T* h_new, Index H, Tile tl, bool /*keep_gates*/) {
   const Index nu = tl.size();
   gru_row_rz<T>(a, rc_row, bias_rz, H, tl);
   ArrMap<T> hv(hn, nu);
@@ -63,18 +63,20 @@ inline void gru_row_lbr(T* a, const T* rc_row, const T* bias_rz, const T* b_in, 
 }
 
 // The same in float, fused: per packet of units every operand is loaded once and every result
-// stored once, the arithmetic the generic pass's operation for operation.
+// stored once, the arithmetic the generic pass's operation for operation. Unless keep_gates
+// (training), the gates and hn are not stored: inference needs neither.
 inline void gru_row_lbr(float* a, const float* rc_row, const float* bias_rz, const float* b_in,
                         const float* b_hn, float* hn, const float* h_prev, float* h_new, Index H,
-                        Tile tl) {
+                        Tile tl, bool keep_gates) {
   using namespace Eigen::internal;
   using Pk = FloatPacket;
   const Index nu = tl.size(), lo = tl.lo;
   auto at = [lo](const float* p) { return p != nullptr ? p + lo : nullptr; };
   enum { A, RC, BRZ, BIN, BHN, HN, HP, HNEW };
-  const std::array<Lanes, 8> ops{out_lanes(a + lo, H, count), in_lanes(rc_row, nu, count),
+  const Lanes gates = keep_gates ? out_lanes(a + lo, H, count) : in_lanes(a + lo, H, count);
+  const std::array<Lanes, 8> ops{gates,                         in_lanes(rc_row, nu, count),
                                  in_lanes(at(bias_rz), H, 2),   in_lanes(at(b_in)),
-                                 in_lanes(at(b_hn)),            out_lanes(hn),
+                                 in_lanes(at(b_hn)),            out_lanes(keep_gates ? hn : nullptr),
                                  in_lanes(h_prev + lo),         out_lanes(h_new + lo)};
   fused_pass(nu, ops, [](const std::array<Lanes, 8>& v, Index u) {
     Pk xr = lanes_load(v[RC], r, u), xz = lanes_load(v[RC], z, u);
@@ -90,10 +92,12 @@ inline void gru_row_lbr(float* a, const float* rc_row, const float* bias_rz, con
     if (v[BIN].p != nullptr) an = padd(an, lanes_load(v[BIN], 0, u));
     an = tanh_packet(padd(an, pmul(rr, hv)));
     const Pk h = padd(pmul(psub(pset1<Pk>(1.0f), zz), an), pmul(zz, lanes_load(v[HP], 0, u)));
-    lanes_store(v[A], r, u, rr);
-    lanes_store(v[A], z, u, zz);
-    lanes_store(v[A], n, u, an);
-    lanes_store(v[HN], 0, u, hv);
+    if (v[A].out) {
+      lanes_store(v[A], r, u, rr);
+      lanes_store(v[A], z, u, zz);
+      lanes_store(v[A], n, u, an);
+    }
+    if (v[HN].p != nullptr) lanes_store(v[HN], 0, u, hv);
     lanes_store(v[HNEW], 0, u, h);
   });
 }
@@ -161,7 +165,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
         const T* rc_row = rc + (i++) * count * nu;
         if (lbr) {
           gru_row_lbr(a_row, rc_row, bias_or_null(bias_rz), b_in, b_hn, hn_t + b * H + tl.lo,
-                      h_prev + b * H, h_new + b * H, H, tl);
+                      h_prev + b * H, h_new + b * H, H, tl, training);
           emit_output(y_t + b * H, h_new + b * H, tl, true);
         } else {
           gru_row_rz<T>(a_row, rc_row, bias_or_null(bias_rz), H, tl);

@@ -17,11 +17,12 @@ namespace {
 using namespace lstm_gate;
 
 // Fused gate pass of one batch row for units [lo, hi). `a` holds x_t w_ih^T (PyTorch row layout,
-// 4H) and is overwritten with the gates; `r` holds h_{t-1} w_hh^T in tile layout (gate-major, n
+// 4H) and is overwritten with the gates (the float pass below leaves it as it is unless
+// keep_gates: inference needs no gates); `r` holds h_{t-1} w_hh^T in tile layout (gate-major, n
 // units each); `bias` is b_ih + b_hh (4H) or null.
 template <typename T>
 inline void lstm_row_forward(T* a, const T* r, const T* bias, const T* peep, const T* c_prev,
-                             T* c_new, T* m, Index H, Tile tl, bool coupled) {
+                             T* c_new, T* m, Index H, Tile tl, bool coupled, bool /*keep_gates*/) {
   const Index n = tl.size(), lo = tl.lo;
   ArrMap<T> gi(a + i * H + lo, n), gf(a + f * H + lo, n), gg(a + g * H + lo, n),
       go(a + o * H + lo, n);
@@ -59,12 +60,13 @@ inline void lstm_row_forward(T* a, const T* r, const T* bias, const T* peep, con
 // passes). The arithmetic is the generic pass's, operation for operation.
 inline void lstm_row_forward(float* a, const float* r, const float* bias, const float* peep,
                              const float* c_prev, float* c_new, float* m, Index H, Tile tl,
-                             bool coupled) {
+                             bool coupled, bool keep_gates) {
   using namespace Eigen::internal;
   using Pk = FloatPacket;
   const Index n = tl.size(), lo = tl.lo;
   enum { A, R, BIAS, PEEP, CP, CN, M };
-  const std::array<Lanes, 7> ops{out_lanes(a + lo, H, count), in_lanes(r, n, count),
+  const Lanes gates = keep_gates ? out_lanes(a + lo, H, count) : in_lanes(a + lo, H, count);
+  const std::array<Lanes, 7> ops{gates, in_lanes(r, n, count),
                                  in_lanes(bias != nullptr ? bias + lo : nullptr, H, count),
                                  in_lanes(peep != nullptr ? peep + lo : nullptr, H, 3),
                                  in_lanes(c_prev + lo), out_lanes(c_new + lo), out_lanes(m + lo)};
@@ -93,10 +95,12 @@ inline void lstm_row_forward(float* a, const float* r, const float* bias, const 
     const Pk cn = padd(pmul(af, cp), pmul(ai, ag));
     if (peep) ao = padd(ao, pmul(lanes_load(v[PEEP], 2, u), cn));
     ao = sigmoid_packet(ao);
-    lanes_store(v[A], i, u, ai);
-    lanes_store(v[A], f, u, af);
-    lanes_store(v[A], g, u, ag);
-    lanes_store(v[A], o, u, ao);
+    if (v[A].out) {
+      lanes_store(v[A], i, u, ai);
+      lanes_store(v[A], f, u, af);
+      lanes_store(v[A], g, u, ag);
+      lanes_store(v[A], o, u, ao);
+    }
     lanes_store(v[CN], 0, u, cn);
     lanes_store(v[M], 0, u, pmul(tanh_packet(cn), ao));
   });
@@ -229,7 +233,8 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
         const bool act = seq.active(t, b);
         if (act) {
           lstm_row_forward(a_row, r + (i++) * count * n, bias_or_null(bias), w.w_peep,
-                           c_prev + b * H, c_new + b * H, m + b * H, H, tl, s.coupled);
+                           c_prev + b * H, c_new + b * H, m + b * H, H, tl, s.coupled,
+                           training);
         } else {
           for (Index gate = 0; gate < count; ++gate) ArrMap<T>(a_row + gate * H + tl.lo, n).setZero();
           copy_units(c_new + b * H, c_prev + b * H, tl);
