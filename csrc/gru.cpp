@@ -124,9 +124,10 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const PackedB<T> w_n = lbr ? PackedB<T>() : pack_gate_tiles(w.w_hh, n, 1, H, H, seq);
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
   Buffer<T> rec(ntiles * B * count * kMaxTileUnits);
-  Buffer<T> ring_h(training ? 0 : 2 * B * H);
+  T* const h_saved = hidden_states(cache.h, y, seq);
+  Buffer<T> ring_h(h_saved != nullptr ? 0 : 2 * B * H);
   Buffer<T> rh(lbr ? 0 : B * H), hn_ws(B * H);
-  const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
+  const StateSlots<T> hs{h_saved, ring_h.data(), h0, H};
   const T* b_hn = w.b_hh != nullptr ? w.b_hh + n * H : nullptr;
   const T* b_in = w.b_ih != nullptr ? w.b_ih + n * H : nullptr;
   const Buffer<T> bias_rz = fold_biases(w.b_ih, w.b_hh, 2 * H);

@@ -203,10 +203,11 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const PackedB<T> w_hr_t = proj ? pack_weight<T>(w.w_hr, P, H, seq) : PackedB<T>();
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
   Buffer<T> rec(ntiles * B * count * kMaxTileUnits);
-  Buffer<T> ring_h(training ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
+  T* const h_saved = hidden_states(cache.h, y, seq);
+  Buffer<T> ring_h(h_saved != nullptr ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
   Buffer<T> m_ws(proj ? B * H : 0);
   const Buffer<T> bias = fold_biases(w.b_ih, w.b_hh, GH);
-  const StateSlots<T> hs{cache.h, ring_h.data(), h0, P}, cs{cache.c, ring_c.data(), c0, H};
+  const StateSlots<T> hs{h_saved, ring_h.data(), h0, P}, cs{cache.c, ring_c.data(), c0, H};
 
   const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> h_rows(seq, P, nth);

@@ -36,10 +36,11 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H, seq);
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
   Buffer<T> rec(ntiles * B * kMaxTileUnits);
-  Buffer<T> ring_h(training ? 0 : 2 * B * H);
+  T* const h_saved = hidden_states(cache.h, y, seq);
+  Buffer<T> ring_h(h_saved != nullptr ? 0 : 2 * B * H);
   const Buffer<T> bias = fold_biases(w.b_ih, w.b_hh, H);
   const T* bias_p = bias_or_null(bias);
-  const StateSlots<T> hs{cache.h, ring_h.data(), h0, H};
+  const StateSlots<T> hs{h_saved, ring_h.data(), h0, H};
 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> h_rows(seq, H, nth);

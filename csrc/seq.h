@@ -61,6 +61,15 @@ struct StateSlots {
   }
 };
 
+// Where a forward keeps its hidden states h_t (T, B, W), in time order: the cache when training,
+// else the output y itself when every row is active throughout (then h_t is y_t, written once),
+// else null (StateSlots then uses ring buffers, since rows past their end output 0).
+template <typename T>
+T* hidden_states(T* cache_h, T* y, const Seq& s) {
+  if (cache_h != nullptr) return cache_h;
+  return s.lengths == nullptr ? y : nullptr;
+}
+
 // The forward time loop shared by the cells: for each chunk of steps, one GEMM projects the inputs
 // (x w_ih^T, no bias: the step adds it) into `saved_xp` (T, B, GH) when training or into the chunk
 // workspace `xp_ws` otherwise, then step(k, t, a_t) runs for each step with a_t (B, GH) the
