@@ -420,7 +420,8 @@ inline void gemm_serial(Index M, Index N, const T* A, Index lda, const PackedB<T
   // Loop order: per K-block and block of kSerialNC columns (its B panels, kKC x kSerialNC, stay in
   // L2), each micro-tile row block of A (kMR rows x kKC, read in place with a row stride) stays in
   // L1 while the B panels stream past it sequentially. (Panels outermost instead re-read all of A's
-  // strided rows from L2 for every panel: 20-30% slower from M = 96 on.)
+  // strided rows from L2 for every panel: against OpenBLAS's sgemm on one thread, 0.79x instead of
+  // 1.02x at M = 96, N = 128, K = 256 and 0.62x instead of 1.00x at M = 256, N = 1024, K = 256.)
   for (Index k0 = 0; k0 < K; k0 += kKC) {
     const Index kc = std::min(kKC, K - k0);
     const bool acc = accumulate || k0 > 0;
