@@ -74,10 +74,11 @@ inline void gru_row_lbr(float* a, const float* rc_row, const float* bias_rz, con
   auto at = [lo](const float* p) { return p != nullptr ? p + lo : nullptr; };
   enum { A, RC, BRZ, BIN, BHN, HN, HP, HNEW };
   const Lanes gates = keep_gates ? out_lanes(a + lo, H, count) : in_lanes(a + lo, H, count);
-  const std::array<Lanes, 8> ops{gates,                         in_lanes(rc_row, nu, count),
-                                 in_lanes(at(bias_rz), H, 2),   in_lanes(at(b_in)),
-                                 in_lanes(at(b_hn)),            out_lanes(keep_gates ? hn : nullptr),
-                                 in_lanes(h_prev + lo),         out_lanes(h_new + lo)};
+  const Lanes hn_out = out_lanes(keep_gates ? hn : nullptr);
+  const std::array<Lanes, 8> ops{gates,                       in_lanes(rc_row, nu, count),
+                                 in_lanes(at(bias_rz), H, 2), in_lanes(at(b_in)),
+                                 in_lanes(at(b_hn)),          hn_out,
+                                 in_lanes(h_prev + lo),       out_lanes(h_new + lo)};
   fused_pass(nu, ops, [](const std::array<Lanes, 8>& v, Index u) {
     Pk xr = lanes_load(v[RC], r, u), xz = lanes_load(v[RC], z, u);
     if (v[BRZ].p != nullptr) {
