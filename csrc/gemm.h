@@ -466,11 +466,15 @@ inline void par_gemm(Index M, const T* A, Index lda, const PackedB<T>& B, bool a
 }
 
 // Scratch that par_gemm_tn needs for an N-column B with `threads` threads: one packed K-block of
-// B, then one packed block of A (kGemmTileM x kKC) per thread.
+// B (tn_bpack_size elements), then one packed block of A (kGemmTileM x kKC) per thread.
+template <typename T>
+inline Index tn_bpack_size(Index N) {
+  constexpr Index NR = Panel<T>::NR;
+  return kKC * ((N + NR - 1) / NR) * NR;
+}
 template <typename T>
 inline Index tn_scratch_size(Index N, int threads) {
-  constexpr Index NR = Panel<T>::NR;
-  return kKC * ((N + NR - 1) / NR) * NR + Index(threads) * kGemmTileM * kKC;
+  return tn_bpack_size<T>(N) + Index(threads) * kGemmTileM * kKC;
 }
 
 // C (M, N) (+)= A^T B with A (K, M) and B (K, N) row-major, K possibly huge (the weight gradients,
@@ -484,7 +488,7 @@ inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const 
   constexpr Index NR = Panel<T>::NR;
   const Index panels = (N + NR - 1) / NR;
   T* const bpack = scratch.data();
-  T* const at = bpack + kKC * panels * NR + omp_get_thread_num() * kGemmTileM * kKC;
+  T* const at = bpack + tn_bpack_size<T>(N) + omp_get_thread_num() * kGemmTileM * kKC;
   // The rows of C split evenly among the threads in whole micro-tiles, each share walked in tiles
   // of at most kGemmTileM rows (a fixed tiling left one thread a whole tile more: 12% at M = 1024).
   const Index blocks = (M + kMR - 1) / kMR;
