@@ -24,7 +24,8 @@ Protocol
    drift of a shared machine hits all of them alike. A call shorter than ``min_time`` is repeated
    within a run (each contender's number of calls per run is set from its warm-up time). The figure
    is the median over runs of the time per call. The NumPy reference is slow, and its BLAS threads
-   would slow whoever ran next: it is timed after the others, at most ``ref_repeats`` runs.
+   would slow whoever ran next: it is timed after the others, at most ``ref_repeats`` runs, and
+   the timing of each case and mode starts ``_BLAS_SPIN_S`` after the last BLAS call.
 4. Every library runs with the same number of threads: rnnfast (OpenMP), torch
    (``torch.set_num_threads``), ONNX Runtime (``intra_op_num_threads``) and NumPy's BLAS (the
    reference and the sgemm yardstick).
@@ -104,6 +105,11 @@ UNTIMED = "untimed"  # verified but not timed (the reference with ref_repeats = 
 # another library's threads still spin shares the cores with them (measured: rnnfast's LSTM forward
 # 12 ms alone, 41 ms right after ONNX Runtime).
 _SETTLE_S = 0.05
+# NumPy's OpenBLAS keeps its worker threads spinning for 2^28 TSC cycles after every call (about
+# 0.11 s here) before they sleep. The reference, the float64 judge and the sgemm yardstick all call
+# it, so each case and mode waits this long before its first run: rnnfast's lstm_cell (B=1, H=256)
+# took 120-855 us per call in the first 0.1 s after a 1024^3 sgemm, 77-91 us from 0.12 s on.
+_BLAS_SPIN_S = 0.15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -634,6 +640,7 @@ def time_interleaved(results: Sequence[Result], settings: Settings) -> None:
         return
     gc.disable()  # no collection inside a timed run (collecting first costs 0.1 s with torch loaded)
     try:
+        _settle(_BLAS_SPIN_S)  # the verification just ran the reference (NumPy's BLAS)
         for _ in range(settings.warmup):
             for r in live:
                 if r.contender != "reference":  # its verification run was its warm-up
