@@ -118,6 +118,16 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const bool lbr = s.linear_before_reset;
   const Seq seq{s.T, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
+  if (const Index Ta = active_steps(seq); Ta < s.T) {  // see active_steps
+    gru_forward(y, h_n, cache, x, h0, w, first_steps(s, Ta));
+    zero_steps(y, Ta, seq, H);
+    if (training) {
+      zero_steps(cache.gates, Ta, seq, GH);
+      if (lbr) zero_steps(cache.hn, Ta, seq, H);
+      carry_steps(cache.h, h0, Ta, seq, H);
+    }
+    return;
+  }
 
   const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, GH, I, seq);
   // With linear_before_reset one GEMM per tile gives r, z and hn; without, (r, z) first, then n.
@@ -207,6 +217,11 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const bool lbr = s.linear_before_reset;
   const Seq seq{Tn, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
+  if (const Index Ta = active_steps(seq); Ta < Tn) {
+    gru_backward(g, dy, dh_n, x, h0, w, cache, first_steps(s, Ta));
+    zero_steps(g.dx, Ta, seq, I);
+    return;
+  }
 
   // dgx: gradients w.r.t. the input pre-activations (x w_ih^T + b_ih); dgh: w.r.t. the recurrent
   // ones (h w_hh^T + b_hh). They differ only in the n slot with linear_before_reset (dgh_n = r dgx_n);

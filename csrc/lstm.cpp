@@ -196,6 +196,16 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const bool proj = w.w_hr != nullptr;
   const Seq seq{s.T, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H), ptiles = tile_count(P);
+  if (const Index Ta = active_steps(seq); Ta < s.T) {  // see active_steps
+    lstm_forward(y, h_n, c_n, cache, x, h0, c0, w, first_steps(s, Ta));
+    zero_steps(y, Ta, seq, P);
+    if (training) {
+      zero_steps(cache.gates, Ta, seq, GH);
+      carry_steps(cache.c, c0, Ta, seq, H);
+      carry_steps(cache.h, h0, Ta, seq, P);
+    }
+    return;
+  }
 
   // Everything is allocated before the parallel region: nothing throws inside it.
   const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, GH, I, seq);
@@ -270,6 +280,11 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   const bool proj = w.w_hr != nullptr;
   const Seq seq{Tn, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H), ptiles = tile_count(P);
+  if (const Index Ta = active_steps(seq); Ta < Tn) {
+    lstm_backward(g, dy, dh_n, dc_n, x, h0, c0, w, cache, first_steps(s, Ta));
+    zero_steps(g.dx, Ta, seq, I);
+    return;
+  }
 
   const PackedB<T> w_ih_p = PackedB<T>::from_rows(w.w_ih, GH, I, I);
   const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, GH, P, P);

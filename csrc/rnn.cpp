@@ -31,6 +31,12 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const bool training = cache.h != nullptr;
   const Seq seq{s.T, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
+  if (const Index Ta = active_steps(seq); Ta < s.T) {  // see active_steps
+    rnn_forward(y, h_n, cache, x, h0, w, first_steps(s, Ta));
+    zero_steps(y, Ta, seq, H);
+    if (training) carry_steps(cache.h, h0, Ta, seq, H);
+    return;
+  }
 
   const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, H, I, seq);
   const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H, seq);
@@ -82,6 +88,11 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const Index Tn = s.T, B = s.B, I = s.I, H = s.H, TB = Tn * B;
   const Seq seq{Tn, B, s.reverse, s.lengths};
   const Index ntiles = tile_count(H);
+  if (const Index Ta = active_steps(seq); Ta < Tn) {
+    rnn_backward(g, dy, dh_n, x, h0, w, cache, first_steps(s, Ta));
+    zero_steps(g.dx, Ta, seq, I);
+    return;
+  }
 
   const PackedB<T> w_ih_p = PackedB<T>::from_rows(w.w_ih, H, I, I);
   const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, H, H, H);

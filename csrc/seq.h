@@ -22,6 +22,40 @@ inline Index chunk_steps(Index T, Index B) {
   return c < T ? c : T;
 }
 
+// Past the longest sequence every row is inactive: the outputs there are 0 and the states are
+// carried unchanged. So a kernel computes only the first active_steps() time steps (a prefix of
+// every time-major array) and fills the other steps with zero_steps / carry_steps: a batch of short
+// sequences costs what its longest sequence costs, not what T does.
+inline Index active_steps(const Seq& s) {
+  if (s.lengths == nullptr) return s.T;
+  Index longest = 0;
+  for (Index b = 0; b < s.B; ++b) longest = std::max<Index>(longest, s.lengths[b]);
+  return std::min(longest, s.T);
+}
+
+// The same call's shape, cut to its first T steps.
+template <typename Shape>
+Shape first_steps(Shape s, Index T) {
+  s.T = T;
+  return s;
+}
+
+// Time steps [from, T) of a time-major (T, B, W) array set to 0.
+template <typename T>
+void zero_steps(T* a, Index from, const Seq& s, Index W) {
+  std::fill(a + from * s.B * W, a + s.T * s.B * W, T(0));
+}
+
+// Time steps [from, T) of the states saved after each step (T, B, W), as the whole walk leaves
+// them: the state of step from - 1 carried on (forward), or the initial state s0 (reverse, where
+// those steps come first).
+template <typename T>
+void carry_steps(T* a, const T* s0, Index from, const Seq& s, Index W) {
+  const Index n = s.B * W;
+  const T* src = s.reverse ? s0 : a + (from - 1) * n;
+  for (Index t = from; t < s.T; ++t) std::copy(src, src + n, a + t * n);
+}
+
 // The biases b1 + b2 of n pre-activations as one vector (either may be null; empty when both
 // are). The kernels' gate passes add it together with the recurrent GEMM's result, so that the
 // input projection is a bare GEMM with no pass of its own over its (rows, GH) output.

@@ -8,6 +8,7 @@ without a cache, None arguments, exact zeros, and results independent of the thr
 """
 
 import copy
+import dataclasses
 import importlib
 
 import numpy as np
@@ -172,6 +173,40 @@ def test_core_inactive_positions_are_exact_zeros(core, variant, dtype, reverse, 
     noisy_dy[inactive] = 1e3
     _assert_all_equal(case.backward(core, cache, dy=noisy_dy), grads,
                       f"{variant.id} with dy at inactive positions")
+
+
+def _short_case(make_case, variant, T, B, I, H, dtype, reverse, longest):
+    """A ragged case whose longest sequence ends at ``longest`` < T: the kernels then compute only
+    the first ``longest`` steps and fill the others (see active_steps in csrc/seq.h)."""
+    case = make_case(variant, T, B, I, H, dtype=dtype, reverse=reverse, ragged=True)
+    lengths = np.minimum(case.lengths, longest)
+    lengths[0] = longest
+    return dataclasses.replace(case, lengths=lengths)
+
+
+@pytest.mark.parametrize("shape,longest", [((7, 3, 5, 9), 4), ((9, 60, 530, 24), 8),
+                                           ((6, 2, 4, 6), 1), ((5, 16, 64, 64), 2)],
+                         ids=["T7-longest4", "T9-longest8-kblocks", "T6-longest1-direct",
+                              "T5-longest2-threaded"])
+@DIRECTIONS
+@DTYPE
+def test_core_matches_reference_when_every_sequence_ends_early(core, variant, dtype, reverse,
+                                                               shape, longest, make_case,
+                                                               assert_close):
+    """Steps past the longest sequence: y, dx and cached gates 0, states carried, as the reference."""
+    case = _short_case(make_case, variant, *shape, dtype, reverse, longest)
+    got = _run(core, case)
+    _assert_runs_close(got, _run(ref, case.astype(np.float64)), dtype,
+                       f"{variant.id} longest={longest}", assert_close)
+    T = shape[0]
+    np.testing.assert_array_equal(got[0]["y"][longest:], 0)
+    np.testing.assert_array_equal(got[2]["dx"][longest:], 0)
+    for field in ("gates", "hn"):
+        if field in got[1]:
+            np.testing.assert_array_equal(got[1][field][longest:], 0)
+    carried = case.inputs["h0"] if reverse else got[1]["h"][longest - 1]
+    for t in range(longest, T):
+        np.testing.assert_array_equal(got[1]["h"][t], carried, err_msg=f"cache h at t={t}")
 
 
 @pytest.mark.parametrize("variant_id", ["lstm-coupled", "lstm-all"])
