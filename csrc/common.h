@@ -57,6 +57,14 @@ struct Seq {
   bool reverse;
   const int64_t* lengths;  // (B,) or null
 
+  // The Seq of a kernel call. Lengths that are all T say nothing and are dropped: such a batch
+  // runs exactly the code of the batch without lengths.
+  static Seq of(Index T, Index B, bool reverse, const int64_t* lengths) {
+    bool full = lengths != nullptr;
+    for (Index b = 0; full && b < B; ++b) full = lengths[b] >= T;
+    return {T, B, reverse, full ? nullptr : lengths};
+  }
+
   // Time index of the k-th processed step.
   Index time(Index k) const { return reverse ? T - 1 - k : k; }
   bool active(Index t, Index b) const { return lengths == nullptr || t < lengths[b]; }

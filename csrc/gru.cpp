@@ -116,7 +116,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const Index B = s.B, I = s.I, H = s.H, GH = count * H;
   const bool training = cache.gates != nullptr;
   const bool lbr = s.linear_before_reset;
-  const Seq seq{s.T, B, s.reverse, s.lengths};
+  const Seq seq = Seq::of(s.T, B, s.reverse, s.lengths);
   const Index ntiles = tile_count(H);
   if (const Index Ta = active_steps(seq); Ta < s.T) {  // see active_steps
     gru_forward(y, h_n, cache, x, h0, w, first_steps(s, Ta));
@@ -145,8 +145,9 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
 
   const int nth = region_threads(double(B) * GH * (H + I));
   const ActiveRows<T> rows(seq, H, nth);
+  ChunkProjection<T> projection(seq, I, GH);
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I,
+  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);
@@ -215,7 +216,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
                   const GruWeights<T>& w, const GruCache<T>& cache, const GruShape& s) {
   const Index Tn = s.T, B = s.B, I = s.I, H = s.H, GH = count * H, TB = Tn * B;
   const bool lbr = s.linear_before_reset;
-  const Seq seq{Tn, B, s.reverse, s.lengths};
+  const Seq seq = Seq::of(Tn, B, s.reverse, s.lengths);
   const Index ntiles = tile_count(H);
   if (const Index Ta = active_steps(seq); Ta < Tn) {
     gru_backward(g, dy, dh_n, x, h0, w, cache, first_steps(s, Ta));

@@ -194,7 +194,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const Index B = s.B, I = s.I, H = s.H, P = s.P, GH = count * H;
   const bool training = cache.gates != nullptr;
   const bool proj = w.w_hr != nullptr;
-  const Seq seq{s.T, B, s.reverse, s.lengths};
+  const Seq seq = Seq::of(s.T, B, s.reverse, s.lengths);
   const Index ntiles = tile_count(H), ptiles = tile_count(P);
   if (const Index Ta = active_steps(seq); Ta < s.T) {  // see active_steps
     lstm_forward(y, h_n, c_n, cache, x, h0, c0, w, first_steps(s, Ta));
@@ -221,8 +221,9 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
 
   const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> h_rows(seq, P, nth);
+  ChunkProjection<T> projection(seq, I, GH);
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I,
+  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     const T* c_prev = cs.prev(seq, k, t);
@@ -278,7 +279,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
                    const LstmShape& s) {
   const Index Tn = s.T, B = s.B, I = s.I, H = s.H, P = s.P, GH = count * H, TB = Tn * B;
   const bool proj = w.w_hr != nullptr;
-  const Seq seq{Tn, B, s.reverse, s.lengths};
+  const Seq seq = Seq::of(Tn, B, s.reverse, s.lengths);
   const Index ntiles = tile_count(H), ptiles = tile_count(P);
   if (const Index Ta = active_steps(seq); Ta < Tn) {
     lstm_backward(g, dy, dh_n, dc_n, x, h0, c0, w, cache, first_steps(s, Ta));

@@ -29,7 +29,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
                  const RnnWeights<T>& w, const RnnShape& s) {
   const Index B = s.B, I = s.I, H = s.H;
   const bool training = cache.h != nullptr;
-  const Seq seq{s.T, B, s.reverse, s.lengths};
+  const Seq seq = Seq::of(s.T, B, s.reverse, s.lengths);
   const Index ntiles = tile_count(H);
   if (const Index Ta = active_steps(seq); Ta < s.T) {  // see active_steps
     rnn_forward(y, h_n, cache, x, h0, w, first_steps(s, Ta));
@@ -50,8 +50,9 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> h_rows(seq, H, nth);
+  ChunkProjection<T> projection(seq, I, H);
 #pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, I,
+  forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);  // == a_t when training
@@ -86,7 +87,7 @@ template <typename T>
 void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, const T* h0,
                   const RnnWeights<T>& w, const RnnCache<T>& cache, const RnnShape& s) {
   const Index Tn = s.T, B = s.B, I = s.I, H = s.H, TB = Tn * B;
-  const Seq seq{Tn, B, s.reverse, s.lengths};
+  const Seq seq = Seq::of(Tn, B, s.reverse, s.lengths);
   const Index ntiles = tile_count(H);
   if (const Index Ta = active_steps(seq); Ta < Tn) {
     rnn_backward(g, dy, dh_n, x, h0, w, cache, first_steps(s, Ta));

@@ -104,20 +104,67 @@ T* hidden_states(T* cache_h, T* y, const Seq& s) {
   return s.lengths == nullptr ? y : nullptr;
 }
 
+// The input projection of one chunk of steps for batches with lengths: only the rows active at
+// their step are multiplied (gathered into a dense block, the products scattered back to their
+// rows), so that a ragged batch pays for the steps it has, not for its padding. The rows of
+// inactive (t, b) are left unwritten: every step overwrites those slots without reading them.
+// Without lengths, or when every row of the chunk is active, the chunk is one plain GEMM.
+template <typename T>
+class ChunkProjection {
+ public:
+  ChunkProjection(const Seq& s, Index I, Index GH)
+      : s_(s), I_(I), GH_(GH), rows_(s.lengths != nullptr ? chunk_steps(s.T, s.B) * s.B : 0),
+        x_(rows_ * I), xp_(rows_ * GH), index_(rows_) {}
+
+  // xp (steps * B, GH) = x (steps * B, I) w^T for the steps from time t_lo on; called by every
+  // thread of the region, ends with a barrier.
+  void run(Index t_lo, Index steps, const T* x, const PackedB<T>& w, T* xp) {
+    const Index B = s_.B;
+    if (s_.lengths != nullptr) {
+#pragma omp single
+      {
+        count_ = 0;
+        for (Index t = t_lo; t < t_lo + steps; ++t)
+          for (Index b = 0; b < B; ++b)
+            if (s_.active(t, b)) index_.data()[count_++] = (t - t_lo) * B + b;
+      }
+    }
+    if (s_.lengths == nullptr || count_ == steps * B) {
+      par_gemm<T>(steps * B, x, I_, w, false, xp, GH_);
+      return;
+    }
+    const Index* idx = index_.data();
+#pragma omp for schedule(static)
+    for (Index r = 0; r < count_; ++r)
+      std::memcpy(x_.data() + r * I_, x + idx[r] * I_, sizeof(T) * I_);
+    par_gemm<T>(count_, x_.data(), I_, w, false, xp_.data(), GH_);
+#pragma omp for schedule(static)
+    for (Index r = 0; r < count_; ++r)
+      std::memcpy(xp + idx[r] * GH_, xp_.data() + r * GH_, sizeof(T) * GH_);
+  }
+
+ private:
+  Seq s_;
+  Index I_, GH_, rows_;
+  Buffer<T> x_, xp_;
+  Buffer<Index> index_;
+  Index count_ = 0;
+};
+
 // The forward time loop shared by the cells: for each chunk of steps, one GEMM projects the inputs
-// (x w_ih^T, no bias: the step adds it) into `saved_xp` (T, B, GH) when training or into the chunk
-// workspace `xp_ws` otherwise, then step(k, t, a_t) runs for each step with a_t (B, GH) the
-// projected inputs of time t. The GEMM ends with a barrier.
+// (x w_ih^T, no bias: the step adds it; see ChunkProjection) into `saved_xp` (T, B, GH) when
+// training or into the chunk workspace `xp_ws` otherwise, then step(k, t, a_t) runs for each step
+// with a_t (B, GH) the projected inputs of time t. The GEMM ends with a barrier.
 template <typename T, typename Step>
 void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const PackedB<T>& w_ih_t,
-                  Index I, Step&& step) {
+                  Index I, ChunkProjection<T>& projection, Step&& step) {
   const Index GH = w_ih_t.N();
   const Index Tc = chunk_steps(s.T, s.B);
   for (Index k0 = 0; k0 < s.T; k0 += Tc) {
     const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
     const Index t_lo = s.reverse ? s.T - k1 : k0;
     T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
-    par_gemm<T>((k1 - k0) * s.B, x + t_lo * s.B * I, I, w_ih_t, false, xp, GH);
+    projection.run(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih_t, xp);
     for (Index k = k0; k < k1; ++k) {
       const Index t = s.time(k);
       step(k, t, xp + (t - t_lo) * s.B * GH);

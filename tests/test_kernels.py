@@ -209,6 +209,17 @@ def test_core_matches_reference_when_every_sequence_ends_early(core, variant, dt
         np.testing.assert_array_equal(got[1]["h"][t], carried, err_msg=f"cache h at t={t}")
 
 
+@DIRECTIONS
+@DTYPE
+def test_core_lengths_all_T_equal_no_lengths(core, variant, dtype, reverse, make_case):
+    """Lengths that are all T change nothing: every output, cache field and gradient is bitwise
+    the one of the call without lengths."""
+    case = make_case(variant, 5, 16, 64, 64, dtype=dtype, reverse=reverse)
+    full = dataclasses.replace(case, lengths=np.full(16, 5, dtype=np.int64))
+    for got, want, what in zip(_run(core, full), _run(core, case), ("outputs", "cache", "grads")):
+        _assert_all_equal(got, want, f"{variant.id} {what}")
+
+
 @pytest.mark.parametrize("variant_id", ["lstm-coupled", "lstm-all"])
 @DTYPE
 def test_core_coupled_forget_gate_has_zero_gradients(core, variant_id, dtype, make_case):
