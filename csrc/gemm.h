@@ -326,14 +326,16 @@ inline void micro_dispatch(Index mv, Index K, const T* a, Index lda, const T* b,
   }
 }
 
-// Packs the kc x rows block A[k, m] (k < kc, m < rows; row-major, leading dimension lda) of an
-// A^T operand for micro_kernel<PackedA>: row block i (rows [i, i + mv), mv = min(kMR, rows - i))
-// starts at dst + i * kc and holds its mv values of each k contiguously. Each row of the source
-// is read once, left to right.
+// Packs the kc x rows block A[k, m] (k < kc, m < rows; row-major, leading dimension lda; row k
+// read from row krows[k] instead when krows is given) of an A^T operand for
+// micro_kernel<PackedA>: row block i (rows [i, i + mv), mv = min(kMR, rows - i)) starts at
+// dst + i * kc and holds its mv values of each k contiguously. Each row of the source is read
+// once, left to right.
 template <typename T>
-inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows) {
+inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
+                         const Index* krows = nullptr) {
   for (Index k = 0; k < kc; ++k) {
-    const T* src = A + k * lda;
+    const T* src = A + (krows != nullptr ? krows[k] : k) * lda;
     for (Index i = 0; i < rows; i += kMR) {
       const Index mv = std::min(kMR, rows - i);
       T* d = dst + i * kc + k * mv;
@@ -478,13 +480,15 @@ inline Index tn_scratch_size(Index N, int threads) {
 }
 
 // C (M, N) (+)= A^T B with A (K, M) and B (K, N) row-major, K possibly huge (the weight gradients,
-// K = T*B). One K-block at a time: the threads first pack the block of B into `scratch` (see
+// K = T*B); with krows, the sum runs over the K rows krows[0..K) of A and B only (the rows active
+// at their step: the others are zero in A). One K-block at a time: the threads first pack the block of B into `scratch` (see
 // tn_scratch_size) together, then each row tile of C packs its block of A into its thread's part
 // of `scratch` (pack_a_block) and runs the micro-kernels. Every element of A and B is copied once
 // per call; the summation order is gemm_serial's (kKC blocks, k ascending).
 template <typename T>
 inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const T* B, Index ldb,
-                        bool accumulate, T* C, Index ldc, Buffer<T>& scratch) {
+                        bool accumulate, T* C, Index ldc, Buffer<T>& scratch,
+                        const Index* krows = nullptr) {
   constexpr Index NR = Panel<T>::NR;
   const Index panels = (N + NR - 1) / NR;
   T* const bpack = scratch.data();
@@ -502,14 +506,16 @@ inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const 
       T* dst = bpack + j * kc * NR;
       const Index w = std::min(NR, N - j * NR);
       for (Index k = 0; k < kc; ++k) {
-        std::memcpy(dst + k * NR, B + (k0 + k) * ldb + j * NR, sizeof(T) * w);
+        const Index row = krows != nullptr ? krows[k0 + k] : k0 + k;
+        std::memcpy(dst + k * NR, B + row * ldb + j * NR, sizeof(T) * w);
         for (Index c = w; c < NR; ++c) dst[k * NR + c] = T(0);
       }
     }
     const bool acc = accumulate || k0 > 0;
     for (Index m0 = r0; m0 < r1; m0 += kGemmTileM) {
       const Index rows = std::min(kGemmTileM, r1 - m0);
-      detail::pack_a_block<T>(at, A + k0 * lda + m0, lda, kc, rows);
+      detail::pack_a_block<T>(at, krows != nullptr ? A + m0 : A + k0 * lda + m0, lda, kc, rows,
+                              krows != nullptr ? krows + k0 : nullptr);
       // As in gemm_serial: a row block of the packed A stays in L1 while the B panels of a block
       // of kSerialNC columns stream past it from L2.
       constexpr Index kBlockPanels = kSerialNC / NR;

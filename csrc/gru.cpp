@@ -240,6 +240,8 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const ActiveRows<T> dg_rows(seq, lbr ? GH : 2 * H, nth);
   Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
+  const GradRows sum_rows(seq);
+  ChunkProjection<T> dx_rows(seq, GH, I);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {
@@ -309,12 +311,12 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, true);
     }
 
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w_ih_p, TB, tn_scratch);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w_ih_p, seq, sum_rows, dx_rows, tn_scratch);
     column_sums<T>(g.db_hh, dgh, TB, GH, GH);
     if (lbr) {
-      prev_state_weight_grad<T>(g.dw_hh, dgh, GH, GH, cache.h, h0, H, seq, tn_scratch);
+      prev_state_weight_grad<T>(g.dw_hh, dgh, GH, GH, cache.h, h0, H, seq, sum_rows, tn_scratch);
     } else {
-      prev_state_weight_grad<T>(g.dw_hh, dgh, GH, 2 * H, cache.h, h0, H, seq, tn_scratch);
+      prev_state_weight_grad<T>(g.dw_hh, dgh, GH, 2 * H, cache.h, h0, H, seq, sum_rows, tn_scratch);
 #pragma omp for schedule(static)
       for (Index t = 0; t < Tn; ++t) {
         const T* hp = seq.prev_state<T>(cache.h, h0, t, H);

@@ -300,6 +300,8 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   const ActiveRows<T> dg_rows(seq, GH, nth);
   Buffer<T> bp_scratch(ptiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H), nth));
+  const GradRows sum_rows(seq);
+  ChunkProjection<T> dx_rows(seq, GH, I);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {
@@ -360,8 +362,8 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
 
     // After the loop: the big GEMMs and reductions over dG.
     const T* dg = dgates.data();
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg, x, w_ih_p, TB, tn_scratch);
-    prev_state_weight_grad<T>(g.dw_hh, dg, GH, GH, cache.h, h0, P, seq, tn_scratch);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg, x, w_ih_p, seq, sum_rows, dx_rows, tn_scratch);
+    prev_state_weight_grad<T>(g.dw_hh, dg, GH, GH, cache.h, h0, P, seq, sum_rows, tn_scratch);
     if (proj) {
 #pragma omp for schedule(static)
       for (Index r = 0; r < TB; ++r) {

@@ -105,6 +105,8 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const ActiveRows<T> dg_rows(seq, H, nth);
   Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
+  const GradRows sum_rows(seq);
+  ChunkProjection<T> dx_rows(seq, H, I);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {
@@ -131,8 +133,8 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       }
       recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w_hh_p, dg_rows, bp_scratch, seq, t, false);
     }
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, TB, tn_scratch);
-    prev_state_weight_grad<T>(g.dw_hh, dg.data(), H, H, cache.h, h0, H, seq, tn_scratch);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, seq, sum_rows, dx_rows, tn_scratch);
+    prev_state_weight_grad<T>(g.dw_hh, dg.data(), H, H, cache.h, h0, H, seq, sum_rows, tn_scratch);
   }
 
   std::copy(g.db_ih, g.db_ih + H, g.db_hh);

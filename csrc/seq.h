@@ -278,20 +278,53 @@ void column_sums(T* db, const T* g, Index rows, Index N, Index ld) {
   }
 }
 
+// Row indices (t - t0) * B + b of the (t, b), t in [t0, t1), active at their step: the rows of the
+// sums over steps after the backward walk (par_gemm_tn's krows; the gate gradients of the other
+// rows are 0). Without lengths every row takes part and rows() is null.
+class StepRows {
+ public:
+  StepRows(const Seq& s, Index t0, Index t1)
+      : count_(std::max<Index>(t1 - t0, 0) * s.B), rows_(s.lengths != nullptr ? count_ : 0) {
+    if (s.lengths == nullptr) return;
+    count_ = 0;
+    for (Index t = t0; t < t1; ++t)
+      for (Index b = 0; b < s.B; ++b)
+        if (s.active(t, b)) rows_.data()[count_++] = (t - t0) * s.B + b;
+  }
+  Index count() const { return count_; }
+  const Index* rows() const { return rows_.empty() ? nullptr : rows_.data(); }
+
+ private:
+  Index count_;
+  Buffer<Index> rows_;
+};
+
+// The rows of the sums after the backward walk: every step's (`all`), and those of the two GEMMs
+// of prev_state_weight_grad (the first processed step; the others).
+struct GradRows {
+  explicit GradRows(const Seq& s)
+      : all(s, 0, s.T), first(s, s.reverse ? s.T - 1 : 0, s.reverse ? s.T : 1),
+        rest(s, s.reverse ? 0 : 1, s.reverse ? s.T - 1 : s.T) {}
+  StepRows all, first, rest;
+};
+
 // dw (R, K) = sum_t dg[t]^T prev_state(t), with dg (T, B, ldg) restricted to R columns and the
-// previous states read from the saved states (T, B, K) and s0 (B, K) as Seq says.
+// previous states read from the saved states (T, B, K) and s0 (B, K) as Seq says; over the rows
+// of `rows` only.
 template <typename T>
 void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* states, const T* s0,
-                            Index K, const Seq& s, Buffer<T>& scratch) {
+                            Index K, const Seq& s, const GradRows& rows, Buffer<T>& scratch) {
   // Two GEMMs: the first processed step reads s0, the others read `states` shifted by one step,
   // which is one contiguous block.
   const Index B = s.B, T_ = s.T;
   const Index t_first = s.reverse ? T_ - 1 : 0;
-  par_gemm_tn<T>(R, K, B, dg + t_first * B * ldg, ldg, s0, K, false, dw, K, scratch);
+  par_gemm_tn<T>(R, K, rows.first.count(), dg + t_first * B * ldg, ldg, s0, K, false, dw, K,
+                 scratch, rows.first.rows());
   if (T_ > 1) {
     const T* g_rest = s.reverse ? dg : dg + B * ldg;
     const T* h_rest = s.reverse ? states + B * K : states;
-    par_gemm_tn<T>(R, K, (T_ - 1) * B, g_rest, ldg, h_rest, K, true, dw, K, scratch);
+    par_gemm_tn<T>(R, K, rows.rest.count(), g_rest, ldg, h_rest, K, true, dw, K, scratch,
+                   rows.rest.rows());
   }
 }
 
@@ -331,12 +364,26 @@ void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, con
 }
 
 // After the time loop: dx (TB, I) = dg w_ih, dw_ih (GH, I) = dg^T x, db_ih = column sums of dg.
+// With lengths, dx is multiplied by chunks of active rows (`dx_rows`, as the forward's input
+// projection) and set to 0 at the others, and dw_ih sums the active rows only.
 template <typename T>
 void input_grads(T* dx, T* dw_ih, T* db_ih, const T* dg, const T* x, const PackedB<T>& w_ih,
-                 Index TB, Buffer<T>& scratch) {
-  const Index GH = w_ih.K(), I = w_ih.N();
-  par_gemm<T>(TB, dg, GH, w_ih, false, dx, I);
-  par_gemm_tn<T>(GH, I, TB, dg, GH, x, I, false, dw_ih, I, scratch);
+                 const Seq& s, const GradRows& rows, ChunkProjection<T>& dx_rows,
+                 Buffer<T>& scratch) {
+  const Index GH = w_ih.K(), I = w_ih.N(), B = s.B, TB = s.T * B;
+  if (s.lengths == nullptr) {
+    par_gemm<T>(TB, dg, GH, w_ih, false, dx, I);
+  } else {
+    const Index Tc = chunk_steps(s.T, B);
+    for (Index t0 = 0; t0 < s.T; t0 += Tc) {
+      const Index steps = std::min(Tc, s.T - t0);
+      dx_rows.run(t0, steps, dg + t0 * B * GH, w_ih, dx + t0 * B * I);
+    }
+#pragma omp for schedule(static)
+    for (Index r = 0; r < TB; ++r)
+      if (!s.active(r / B, r % B)) std::fill_n(dx + r * I, I, T(0));
+  }
+  par_gemm_tn<T>(GH, I, rows.all.count(), dg, GH, x, I, false, dw_ih, I, scratch, rows.all.rows());
   column_sums<T>(db_ih, dg, TB, GH, GH);
 }
 
