@@ -171,15 +171,29 @@ def markdown(rows: list[dict[str, Any]], with_torch: bool) -> str:
 
 
 def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Issue 5: lengths cost no more than padding (full <= padded), less when short (short < padded)."""
-    out = []
-    for variant, test, what in (("full", lambda r: r <= 1.05, "lengths all T cost <= 1.05x the padded batch"),
-                                ("short", lambda r: r < 1.0, "short lengths cost less than the padded batch")):
+    """Issue 5: a variable-length batch costs no more than the padded one, and less when its
+    lengths are short. Lengths that are all T run the padded batch's code itself (the kernels drop
+    them; tests/test_kernels.py checks the results are bitwise equal), so their ratio shows the
+    run's noise."""
+    def worst(variants):
+        return max(r["rnnfast_vs_padded"] for r in rows if r["variant"] in variants)
+
+    def ratio_range(variant):
         ratios = [r["rnnfast_vs_padded"] for r in rows if r["variant"] == variant]
-        worst = max(ratios)
-        out.append(f"- goal (issue 5): {what}: {'met' if all(test(x) for x in ratios) else 'MISSED'} "
-                   f"(worst {worst:.2f})")
-    return out
+        return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+    ragged, short = worst(("ragged", "short")), worst(("short",))
+    per_step = max(r["rnnfast_vs_padded"] / r["steps"] for r in rows if r["variant"] == "ragged")
+    return [
+        f"- goal (issue 5): ragged and short batches cost no more than the padded batch: "
+        f"{'met' if ragged <= 1.0 else 'MISSED'} (worst {ragged:.2f})",
+        f"- goal (issue 5): short lengths cost less than the padded batch: "
+        f"{'met' if short < 1.0 else 'MISSED'} (worst {short:.2f})",
+        f"- ragged batches: time / padded time at most {per_step:.2f}x the fraction of row-steps "
+        f"they have (1.00: paying for real steps only)",
+        f"- lengths all T: the padded batch's own code; time / padded {ratio_range('full')} "
+        f"(the run's noise)",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

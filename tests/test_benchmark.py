@@ -94,6 +94,20 @@ def test_compare_script(quick_run):
     assert "geometric mean speed-up after/before, rnnfast: 1.000x" in done.stdout
 
 
+def test_lengths_script_quick():
+    """bench/lengths.py: every cell, mode and kind of lengths timed, rnnfast checked against torch's
+    packed sequences first (it exits non-zero if they disagree)."""
+    pytest.importorskip("torch")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "lengths.py"), "--quick"],
+                          capture_output=True, text=True, check=True)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("cell,B,T,H,mode,variant,steps,rnnfast_ms")
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) == 2 * 2 * 4  # cells x modes x kinds of lengths
+    assert {r[5] for r in rows} == {"padded", "full", "ragged", "short"}
+    assert all(float(r[7]) > 0 and float(r[9]) > 0 for r in rows)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_onnx_and_torch_agree_with_the_reference(cell):
     pytest.importorskip("torch")
