@@ -119,7 +119,8 @@ def measure(cell: str, B: int, T: int, H: int, repeats: int, with_torch: bool,
     libs: dict[str, Callable[..., dict[str, Callable[[], np.ndarray]]]] = {"rnnfast": rnnfast_fns}
     if with_torch:
         libs["torch"] = torch_fns
-    fns = {(lib, v): make(cell, H, state, x, dy, lens[v]) for lib, make in libs.items() for v in VARIANTS}
+    fns = {(lib, v): make(cell, H, state, x, dy, lens[v])
+           for lib, make in libs.items() for v in VARIANTS}
     rows = []
     for mode in ("forward", "train"):
         if with_torch:  # same answers first: outputs (forward) or dx (train), past-the-end rows 0
@@ -159,7 +160,8 @@ def markdown(rows: list[dict[str, Any]], with_torch: bool) -> str:
     head = ["case", "mode", "lengths", "steps", "rnnfast ms", "rnnfast / padded"]
     if with_torch:
         head += ["torch ms", "torch / padded", "vs torch"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
+    align = [":---"] * 3 + ["---:"] * (len(head) - 3)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in rows:
         cells = [f"{r['cell']} B={r['B']} T={r['T']} H={r['H']}", r["mode"], r["variant"],
                  f"{r['steps']:.2f}", f"{r['rnnfast_ms']:.3g}", f"{r['rnnfast_vs_padded']:.2f}"]
@@ -224,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for cell in args.cells.split(","):
         for B, T, H in shapes:
-            rows += measure(cell, B, T, H, repeats, with_torch, 0.002 if args.quick else args.min_time)
+            min_time = 0.002 if args.quick else args.min_time
+            rows += measure(cell, B, T, H, repeats, with_torch, min_time)
     if args.markdown:
         print(f"`python bench/lengths.py {' '.join(argv if argv is not None else sys.argv[1:])}`, "
               f"float32, {threads} thread(s), median of {repeats} interleaved runs:\n")

@@ -481,10 +481,11 @@ inline Index tn_scratch_size(Index N, int threads) {
 
 // C (M, N) (+)= A^T B with A (K, M) and B (K, N) row-major, K possibly huge (the weight gradients,
 // K = T*B); with krows, the sum runs over the K rows krows[0..K) of A and B only (the rows active
-// at their step: the others are zero in A). One K-block at a time: the threads first pack the block of B into `scratch` (see
-// tn_scratch_size) together, then each row tile of C packs its block of A into its thread's part
-// of `scratch` (pack_a_block) and runs the micro-kernels. Every element of A and B is copied once
-// per call; the summation order is gemm_serial's (kKC blocks, k ascending).
+// at their step: the others are zero in A). One K-block at a time: the threads first pack the
+// block of B into `scratch` (see tn_scratch_size) together, then each row tile of C packs its
+// block of A into its thread's part of `scratch` (pack_a_block) and runs the micro-kernels. Every
+// element of A and B is copied once per call; the summation order is gemm_serial's (kKC blocks,
+// k ascending).
 template <typename T>
 inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const T* B, Index ldb,
                         bool accumulate, T* C, Index ldc, Buffer<T>& scratch,

@@ -311,7 +311,8 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, true);
     }
 
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w_ih_p, seq, sum_rows, dx_rows, tn_scratch);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w_ih_p, seq, sum_rows, dx_rows,
+                   tn_scratch);
     column_sums<T>(g.db_hh, dgh, TB, GH, GH);
     if (lbr) {
       prev_state_weight_grad<T>(g.dw_hh, dgh, GH, GH, cache.h, h0, H, seq, sum_rows, tn_scratch);

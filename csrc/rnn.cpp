@@ -133,7 +133,8 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       }
       recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w_hh_p, dg_rows, bp_scratch, seq, t, false);
     }
-    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, seq, sum_rows, dx_rows, tn_scratch);
+    input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, seq, sum_rows, dx_rows,
+                   tn_scratch);
     prev_state_weight_grad<T>(g.dw_hh, dg.data(), H, H, cache.h, h0, H, seq, sum_rows, tn_scratch);
   }
 

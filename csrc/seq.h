@@ -104,21 +104,25 @@ T* hidden_states(T* cache_h, T* y, const Seq& s) {
   return s.lengths == nullptr ? y : nullptr;
 }
 
-// The input projection of one chunk of steps for batches with lengths: only the rows active at
-// their step are multiplied (gathered into a dense block, the products scattered back to their
-// rows), so that a ragged batch pays for the steps it has, not for its padding. The rows of
-// inactive (t, b) are left unwritten: every step overwrites those slots without reading them.
-// Without lengths, or when every row of the chunk is active, the chunk is one plain GEMM.
+// One chunk of steps of a GEMM over time-major rows, out (steps * B, n_out) = in (steps * B, n_in)
+// * w, for batches with lengths: only the rows active at their step are multiplied (gathered into
+// a dense block, the products scattered back to their rows), so that a ragged batch pays for the
+// steps it has, not for its padding. The forward's input projection (in = x, w = w_ih^T) and the
+// backward's dx (in = the gate gradients, w = w_ih) run through it. The rows of inactive (t, b)
+// are left unwritten: the forward's steps overwrite those slots without reading them, and
+// input_grads sets dx to 0 there. Without lengths, or when every row of the chunk is active, the
+// chunk is one plain GEMM.
 template <typename T>
 class ChunkProjection {
  public:
-  ChunkProjection(const Seq& s, Index I, Index GH)
-      : s_(s), I_(I), GH_(GH), rows_(s.lengths != nullptr ? chunk_steps(s.T, s.B) * s.B : 0),
-        x_(rows_ * I), xp_(rows_ * GH), index_(rows_) {}
+  ChunkProjection(const Seq& s, Index n_in, Index n_out)
+      : s_(s), n_in_(n_in), n_out_(n_out),
+        rows_(s.lengths != nullptr ? chunk_steps(s.T, s.B) * s.B : 0), in_(rows_ * n_in),
+        out_(rows_ * n_out), index_(rows_) {}
 
-  // xp (steps * B, GH) = x (steps * B, I) w^T for the steps from time t_lo on; called by every
-  // thread of the region, ends with a barrier.
-  void run(Index t_lo, Index steps, const T* x, const PackedB<T>& w, T* xp) {
+  // out = in * w for the `steps` steps from time t_lo on (in and out point at time t_lo); called
+  // by every thread of the region, ends with a barrier.
+  void run(Index t_lo, Index steps, const T* in, const PackedB<T>& w, T* out) {
     const Index B = s_.B;
     if (s_.lengths != nullptr) {
 #pragma omp single
@@ -130,25 +134,25 @@ class ChunkProjection {
       }
     }
     if (s_.lengths == nullptr || count_ == steps * B) {
-      par_gemm<T>(steps * B, x, I_, w, false, xp, GH_);
+      par_gemm<T>(steps * B, in, n_in_, w, false, out, n_out_);
       return;
     }
     const Index* idx = index_.data();
 #pragma omp for schedule(static)
     for (Index r = 0; r < count_; ++r)
-      std::memcpy(x_.data() + r * I_, x + idx[r] * I_, sizeof(T) * I_);
-    par_gemm<T>(count_, x_.data(), I_, w, false, xp_.data(), GH_);
+      std::memcpy(in_.data() + r * n_in_, in + idx[r] * n_in_, sizeof(T) * n_in_);
+    par_gemm<T>(count_, in_.data(), n_in_, w, false, out_.data(), n_out_);
 #pragma omp for schedule(static)
     for (Index r = 0; r < count_; ++r)
-      std::memcpy(xp + idx[r] * GH_, xp_.data() + r * GH_, sizeof(T) * GH_);
+      std::memcpy(out + idx[r] * n_out_, out_.data() + r * n_out_, sizeof(T) * n_out_);
   }
 
  private:
   Seq s_;
-  Index I_, GH_, rows_;
-  Buffer<T> x_, xp_;
+  Index n_in_, n_out_, rows_;
+  Buffer<T> in_, out_;
   Buffer<Index> index_;
-  Index count_ = 0;
+  Index count_ = 0;  // active rows of the current chunk (written by one thread, then read by all)
 };
 
 // The forward time loop shared by the cells: for each chunk of steps, one GEMM projects the inputs

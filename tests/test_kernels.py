@@ -196,7 +196,7 @@ def _short_case(make_case, variant, T, B, I, H, dtype, reverse, longest):
 def test_core_matches_reference_when_every_sequence_ends_early(core, variant, dtype, reverse,
                                                                shape, longest, make_case,
                                                                assert_close):
-    """Steps past the longest sequence: y, dx and cached gates 0, states carried, as the reference."""
+    """Past the longest sequence: y, dx and cached gates 0 and states carried, as the reference."""
     case = _short_case(make_case, variant, *shape, dtype, reverse, longest)
     got = _run(core, case)
     _assert_runs_close(got, _run(ref, case.astype(np.float64)), dtype,
