@@ -145,7 +145,8 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
 
   const int nth = region_threads(double(B) * GH * (H + I));
   const ActiveRows<T> rows(seq, H, nth);
-  ChunkProjection<T> projection(seq, I, GH);
+  const StepRows active(seq, 0, seq.T);
+  ChunkProjection<T> projection(seq, active, I, GH);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t) {
@@ -241,7 +242,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
   const GradRows sum_rows(seq);
-  ChunkProjection<T> dx_rows(seq, GH, I);
+  ChunkProjection<T> dx_rows(seq, sum_rows.all, GH, I);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

@@ -221,7 +221,8 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
 
   const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> h_rows(seq, P, nth);
-  ChunkProjection<T> projection(seq, I, GH);
+  const StepRows active(seq, 0, seq.T);
+  ChunkProjection<T> projection(seq, active, I, GH);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t) {
@@ -301,7 +302,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   Buffer<T> bp_scratch(ptiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H), nth));
   const GradRows sum_rows(seq);
-  ChunkProjection<T> dx_rows(seq, GH, I);
+  ChunkProjection<T> dx_rows(seq, sum_rows.all, GH, I);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

@@ -50,7 +50,8 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> h_rows(seq, H, nth);
-  ChunkProjection<T> projection(seq, I, H);
+  const StepRows active(seq, 0, seq.T);
+  ChunkProjection<T> projection(seq, active, I, H);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t) {
@@ -106,7 +107,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
   const GradRows sum_rows(seq);
-  ChunkProjection<T> dx_rows(seq, H, I);
+  ChunkProjection<T> dx_rows(seq, sum_rows.all, H, I);
 #pragma omp parallel num_threads(nth)
   {
     for (Index k = Tn - 1; k >= 0; --k) {

@@ -104,55 +104,75 @@ T* hidden_states(T* cache_h, T* y, const Seq& s) {
   return s.lengths == nullptr ? y : nullptr;
 }
 
+// Row indices (t - t0) * B + b of the (t, b), t in [t0, t1), active at their step, in time order:
+// the rows that the GEMMs over all steps multiply (ChunkProjection; par_gemm_tn's krows in the
+// sums after the backward walk, where the gate gradients of the other rows are 0). Without
+// lengths every row takes part and rows() is null.
+class StepRows {
+ public:
+  StepRows(const Seq& s, Index t0, Index t1)
+      : count_(std::max<Index>(t1 - t0, 0) * s.B), rows_(s.lengths != nullptr ? count_ : 0),
+        starts_(s.lengths != nullptr ? std::max<Index>(t1 - t0, 0) + 1 : 0) {
+    if (s.lengths == nullptr) return;
+    count_ = 0;
+    for (Index t = t0; t < t1; ++t) {
+      starts_.data()[t - t0] = count_;
+      for (Index b = 0; b < s.B; ++b)
+        if (s.active(t, b)) rows_.data()[count_++] = (t - t0) * s.B + b;
+    }
+    starts_.data()[std::max<Index>(t1 - t0, 0)] = count_;
+  }
+  Index count() const { return count_; }
+  const Index* rows() const { return rows_.empty() ? nullptr : rows_.data(); }
+  // With lengths: where the rows of step t0 + k begin in rows() (k = t1 - t0: count()).
+  Index start(Index k) const { return starts_.data()[k]; }
+
+ private:
+  Index count_;
+  Buffer<Index> rows_, starts_;
+};
+
 // One chunk of steps of a GEMM over time-major rows, out (steps * B, n_out) = in (steps * B, n_in)
-// * w, for batches with lengths: only the rows active at their step are multiplied (gathered into
-// a dense block, the products scattered back to their rows), so that a ragged batch pays for the
-// steps it has, not for its padding. The forward's input projection (in = x, w = w_ih^T) and the
-// backward's dx (in = the gate gradients, w = w_ih) run through it. The rows of inactive (t, b)
-// are left unwritten: the forward's steps overwrite those slots without reading them, and
-// input_grads sets dx to 0 there. Without lengths, or when every row of the chunk is active, the
-// chunk is one plain GEMM.
+// * w, for batches with lengths: only the rows active at their step (`active`, the StepRows of
+// all steps) are multiplied, gathered into a dense block and the products scattered back to their
+// rows, so that a ragged batch pays for the steps it has, not for its padding. The forward's input
+// projection (in = x, w = w_ih^T) and the backward's dx (in = the gate gradients, w = w_ih) run
+// through it. The rows of inactive (t, b) are left unwritten: the forward's steps overwrite those
+// slots without reading them, and input_grads sets dx to 0 there. Without lengths, or when every
+// row of the chunk is active, the chunk is one plain GEMM.
 template <typename T>
 class ChunkProjection {
  public:
-  ChunkProjection(const Seq& s, Index n_in, Index n_out)
-      : s_(s), n_in_(n_in), n_out_(n_out),
+  ChunkProjection(const Seq& s, const StepRows& active, Index n_in, Index n_out)
+      : B_(s.B), active_(active), n_in_(n_in), n_out_(n_out),
         rows_(s.lengths != nullptr ? chunk_steps(s.T, s.B) * s.B : 0), in_(rows_ * n_in),
-        out_(rows_ * n_out), index_(rows_) {}
+        out_(rows_ * n_out) {}
 
   // out = in * w for the `steps` steps from time t_lo on (in and out point at time t_lo); called
   // by every thread of the region, ends with a barrier.
   void run(Index t_lo, Index steps, const T* in, const PackedB<T>& w, T* out) {
-    const Index B = s_.B;
-    if (s_.lengths != nullptr) {
-#pragma omp single
-      {
-        count_ = 0;
-        for (Index t = t_lo; t < t_lo + steps; ++t)
-          for (Index b = 0; b < B; ++b)
-            if (s_.active(t, b)) index_.data()[count_++] = (t - t_lo) * B + b;
-      }
-    }
-    if (s_.lengths == nullptr || count_ == steps * B) {
-      par_gemm<T>(steps * B, in, n_in_, w, false, out, n_out_);
+    const Index first = active_.rows() != nullptr ? active_.start(t_lo) : 0;
+    const Index n = active_.rows() != nullptr ? active_.start(t_lo + steps) - first : steps * B_;
+    if (n == steps * B_) {
+      par_gemm<T>(steps * B_, in, n_in_, w, false, out, n_out_);
       return;
     }
-    const Index* idx = index_.data();
+    const Index* idx = active_.rows() + first;  // counted from time 0: less t_lo * B here
+    const Index base = t_lo * B_;
 #pragma omp for schedule(static)
-    for (Index r = 0; r < count_; ++r)
-      std::memcpy(in_.data() + r * n_in_, in + idx[r] * n_in_, sizeof(T) * n_in_);
-    par_gemm<T>(count_, in_.data(), n_in_, w, false, out_.data(), n_out_);
+    for (Index r = 0; r < n; ++r)
+      std::memcpy(in_.data() + r * n_in_, in + (idx[r] - base) * n_in_, sizeof(T) * n_in_);
+    par_gemm<T>(n, in_.data(), n_in_, w, false, out_.data(), n_out_);
 #pragma omp for schedule(static)
-    for (Index r = 0; r < count_; ++r)
-      std::memcpy(out + idx[r] * n_out_, out_.data() + r * n_out_, sizeof(T) * n_out_);
+    for (Index r = 0; r < n; ++r)
+      std::memcpy(out + (idx[r] - base) * n_out_, out_.data() + r * n_out_, sizeof(T) * n_out_);
   }
 
  private:
-  Seq s_;
+  Index B_;
+  const StepRows& active_;
   Index n_in_, n_out_, rows_;
   Buffer<T> in_, out_;
-  Buffer<Index> index_;
-  Index count_ = 0;  // active rows of the current chunk (written by one thread, then read by all)
 };
 
 // The forward time loop shared by the cells: for each chunk of steps, one GEMM projects the inputs
@@ -281,27 +301,6 @@ void column_sums(T* db, const T* g, Index rows, Index N, Index ld) {
     for (Index r = 0; r < rows; ++r) acc += ConstArrMap<T>(g + r * ld + n0, n1 - n0);
   }
 }
-
-// Row indices (t - t0) * B + b of the (t, b), t in [t0, t1), active at their step: the rows of the
-// sums over steps after the backward walk (par_gemm_tn's krows; the gate gradients of the other
-// rows are 0). Without lengths every row takes part and rows() is null.
-class StepRows {
- public:
-  StepRows(const Seq& s, Index t0, Index t1)
-      : count_(std::max<Index>(t1 - t0, 0) * s.B), rows_(s.lengths != nullptr ? count_ : 0) {
-    if (s.lengths == nullptr) return;
-    count_ = 0;
-    for (Index t = t0; t < t1; ++t)
-      for (Index b = 0; b < s.B; ++b)
-        if (s.active(t, b)) rows_.data()[count_++] = (t - t0) * s.B + b;
-  }
-  Index count() const { return count_; }
-  const Index* rows() const { return rows_.empty() ? nullptr : rows_.data(); }
-
- private:
-  Index count_;
-  Buffer<Index> rows_;
-};
 
 // The rows of the sums after the backward walk: every step's (`all`), and those of the two GEMMs
 // of prev_state_weight_grad (the first processed step; the others).
