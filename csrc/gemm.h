@@ -160,6 +160,12 @@ struct Vec<float> {
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  // The lane sums of a, b, c, d into out[0..4), each as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) +
+  // (l6 + l7)).
+  static void sum4(float* out, R a, R b, R c, R d) {
+    const R q = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)));
+  }
 };
 template <>
 struct Vec<double> {
@@ -170,6 +176,12 @@ struct Vec<double> {
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static void store(double* p, R v) { _mm256_storeu_pd(p, v); }
+  // The lane sums of a, b, c, d into out[0..4), each as (l0 + l1) + (l2 + l3).
+  static void sum4(double* out, R a, R b, R c, R d) {
+    const R ab = _mm256_hadd_pd(a, b), cd = _mm256_hadd_pd(c, d);
+    _mm256_storeu_pd(out, _mm256_add_pd(_mm256_permute2f128_pd(ab, cd, 0x20),
+                                        _mm256_permute2f128_pd(ab, cd, 0x31)));
+  }
 };
 
 // c[0:nv] (+)= (lo, hi), the two registers of one row of the block.
@@ -347,8 +359,10 @@ inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
 }  // namespace detail
 
 // C (M, N) (+)= A (M, K) * w (N, K)^T as dot products of rows, for M <= kDirectMaxRows: each
-// product is summed in 8 (float) or 4 (double) lanes over k, lanes then added in a fixed order, the
-// tail of k last. Four rows of w at a time, each read once per row of A from L1.
+// product is summed in 8 (float) or 4 (double) lanes over k, the lanes then added in a fixed order
+// (Vec::sum4), the tail of k last. Four rows of w at a time, each read once per row of A from L1;
+// the four lane reductions share one horizontal-add sequence (storing the lanes and adding them one
+// by one cost 20% of a B = 1 step at H = 256, whose weights stream from L3).
 template <typename T>
 inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w, Index ldw,
                     bool accumulate, T* C, Index ldc) {
@@ -357,31 +371,22 @@ inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w
   using R = typename V::R;
   constexpr Index L = 32 / sizeof(T);
   const Index Kv = K - K % L;
-  auto hsum = [](R v) {
-    alignas(32) T t[L];
-    V::store(t, v);
-    T s = T(0);
-    for (Index l = 0; l < L; ++l) s += t[l];
-    return s;
-  };
   for (Index n = 0; n < N; n += 4) {
     const Index nr = std::min<Index>(4, N - n);
-    const T* w0 = w + n * ldw;
-    const T* w1 = nr > 1 ? w0 + ldw : w0;
-    const T* w2 = nr > 2 ? w0 + 2 * ldw : w0;
-    const T* w3 = nr > 3 ? w0 + 3 * ldw : w0;
+    const T* ws[4];
+    for (Index q = 0; q < 4; ++q) ws[q] = w + (n + (q < nr ? q : 0)) * ldw;
     for (Index m = 0; m < M; ++m) {
       const T* a = A + m * lda;
       R s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
       for (Index k = 0; k < Kv; k += L) {
         const R av = V::load(a + k);
-        s0 = V::fma(av, V::load(w0 + k), s0);
-        s1 = V::fma(av, V::load(w1 + k), s1);
-        s2 = V::fma(av, V::load(w2 + k), s2);
-        s3 = V::fma(av, V::load(w3 + k), s3);
+        s0 = V::fma(av, V::load(ws[0] + k), s0);
+        s1 = V::fma(av, V::load(ws[1] + k), s1);
+        s2 = V::fma(av, V::load(ws[2] + k), s2);
+        s3 = V::fma(av, V::load(ws[3] + k), s3);
       }
-      T r[4] = {hsum(s0), hsum(s1), hsum(s2), hsum(s3)};
-      const T* ws[4] = {w0, w1, w2, w3};
+      alignas(32) T r[4];
+      V::sum4(r, s0, s1, s2, s3);
       for (Index q = 0; q < nr; ++q) {
         for (Index k = Kv; k < K; ++k) r[q] += a[k] * ws[q][k];
         T* c = C + m * ldc + n + q;

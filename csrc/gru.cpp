@@ -149,7 +149,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   ChunkProjection<T> projection(seq, active, I, GH);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
-                  [&](Index k, Index t, T* a_t) {
+                  [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);
     T* y_t = y + t * B * H;
@@ -163,6 +163,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
+      tile_projection(a_t, x_t, I, w_ih_t, count, H, B, tl);
       T* rc = tile_scratch(rec, tile, B, count);
       tile_recurrent_gemm<T>(rc, count * nu, h_act, lda, w_rzn, lbr ? count : 2, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {

@@ -225,7 +225,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   ChunkProjection<T> projection(seq, active, I, GH);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
-                  [&](Index k, Index t, T* a_t) {
+                  [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     const T* c_prev = cs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);
@@ -239,6 +239,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
+      tile_projection(a_t, x_t, I, w_ih_t, count, H, B, tl);
       T* r = tile_scratch(rec, tile, B, count);
       tile_recurrent_gemm<T>(r, count * n, h_act, lda, packed, count, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {

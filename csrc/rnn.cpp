@@ -54,7 +54,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   ChunkProjection<T> projection(seq, active, I, H);
 #pragma omp parallel num_threads(nth)
   forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
-                  [&](Index k, Index t, T* a_t) {
+                  [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);  // == a_t when training
     T* y_t = y + t * B * H;
@@ -64,6 +64,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
+      tile_projection(a_t, x_t, I, w_ih_t, 1, H, B, tl);
       T* rc = tile_scratch(rec, tile, B, 1);
       tile_recurrent_gemm<T>(rc, n, h_act, lda, w_hh_t, 1, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {

@@ -177,23 +177,40 @@ class ChunkProjection {
 
 // The forward time loop shared by the cells: for each chunk of steps, one GEMM projects the inputs
 // (x w_ih^T, no bias: the step adds it; see ChunkProjection) into `saved_xp` (T, B, GH) when
-// training or into the chunk workspace `xp_ws` otherwise, then step(k, t, a_t) runs for each step
-// with a_t (B, GH) the projected inputs of time t. The GEMM ends with a barrier.
+// training or into the chunk workspace `xp_ws` otherwise, then step(k, t, a_t, x_t) runs for each
+// step with a_t (B, GH) the projected inputs of time t; the GEMM ends with a barrier. When w_ih is
+// read in place (a call of at most kDirectMaxRows rows, such as a cell's step) there is no GEMM:
+// x_t is then time t's inputs and each tile of the step projects its own units first
+// (tile_projection), so that a step has no barrier between the two and a thread reads only its
+// tiles' rows of w_ih. Otherwise x_t is null.
 template <typename T, typename Step>
 void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const PackedB<T>& w_ih_t,
                   Index I, ChunkProjection<T>& projection, Step&& step) {
   const Index GH = w_ih_t.N();
   const Index Tc = chunk_steps(s.T, s.B);
+  const bool per_tile = w_ih_t.direct();
   for (Index k0 = 0; k0 < s.T; k0 += Tc) {
     const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
     const Index t_lo = s.reverse ? s.T - k1 : k0;
     T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
-    projection.run(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih_t, xp);
+    if (!per_tile) projection.run(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih_t, xp);
     for (Index k = k0; k < k1; ++k) {
       const Index t = s.time(k);
-      step(k, t, xp + (t - t_lo) * s.B * GH);
+      step(k, t, xp + (t - t_lo) * s.B * GH, per_tile ? x + t * s.B * I : nullptr);
     }
   }
+}
+
+// For forward_scan's steps without a chunk GEMM (x_t not null; else nothing): the projected inputs
+// of a tile's units, a_t[b, g*H + u] = x_t[b] . w_ih[g*H + u] for u in the tile, every gate g < G
+// and row b < B. w_ih_t is w_ih^T read in place (gemv_nt's dot products).
+template <typename T>
+inline void tile_projection(T* a_t, const T* x_t, Index I, const PackedB<T>& w_ih_t, Index G,
+                            Index H, Index B, Tile tl) {
+  if (x_t == nullptr) return;
+  for (Index g = 0; g < G; ++g)
+    gemv_nt<T>(B, tl.size(), I, x_t, I, w_ih_t.w() + (g * H + tl.lo) * w_ih_t.ldw(),
+               w_ih_t.ldw(), false, a_t + g * H + tl.lo, G * H);
 }
 
 // The gradient w.r.t. the carried state during the backward walk: two (B, W) buffers that trade

@@ -20,10 +20,11 @@ from rnnfast import reference as ref
 # small batch over several hidden-unit tiles (the unpacked, direct weight path, T*B <= 4); a batch
 # big enough to run threaded; hidden units cut into uneven tiles (H = 200: 8 tiles of 16 to 32);
 # GEMMs over more than one K-block of the kernels (kKC = 512 in gemm.h): the input projection
-# (I = 530) and the weight gradients (T*B = 540), then the recurrent GEMM (H = 520).
+# (I = 530) and the weight gradients (T*B = 540), then the recurrent GEMM (H = 520); the direct path
+# over two steps of a ragged batch (T*B = 4).
 SHAPES = [
     (1, 1, 3, 5), (7, 3, 5, 9), (13, 4, 17, 33), (1, 3, 19, 70), (5, 16, 64, 64), (3, 5, 7, 200),
-    (9, 60, 530, 24), (2, 3, 8, 520),
+    (9, 60, 530, 24), (2, 3, 8, 520), (2, 2, 11, 40),
 ]
 SHAPE = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
 DTYPE = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -109,14 +110,18 @@ def test_core_backward_twice_is_identical_and_leaves_inputs_alone(core, variant,
         _assert_all_equal(now, saved, f"{variant.id} {what} modified:")
 
 
+@pytest.mark.parametrize("kind", ["ragged-batch", "cell-step"])
 @DIRECTIONS
 @DTYPE
 def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant, dtype, reverse,
-                                                    make_case):
+                                                    kind, make_case):
     # Big enough that a step runs on several threads (rnnfast runs small steps on one thread).
-    case = make_case(variant, 7, 16, 33, 97, dtype=dtype, reverse=reverse, ragged=True,
-                     x_scale=2.0)
-    case.lengths[:] = np.minimum(case.lengths, 6)  # all shorter than T: the cut walk, its fills
+    if kind == "ragged-batch":
+        case = make_case(variant, 7, 16, 33, 97, dtype=dtype, reverse=reverse, ragged=True,
+                         x_scale=2.0)
+        case.lengths[:] = np.minimum(case.lengths, 6)  # all shorter than T: the cut walk, its fills
+    else:  # one step of two rows: weights read in place, each tile projecting its own inputs
+        case = make_case(variant, 1, 2, 250, 256, dtype=dtype, reverse=reverse, x_scale=2.0)
     results = {}
     for n in (1, 2, 3):
         core.set_num_threads(n)
