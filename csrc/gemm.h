@@ -72,8 +72,7 @@ class PackedB {
     p.G_ = G;
     p.H_ = H;
     if (direct) return p;
-#pragma omp parallel for schedule(static) num_threads(packing_threads(p.N_ * K))
-    for (Index j = 0; j < p.panels_; ++j) {
+    parallel_for(p.panels_, packing_threads(p.N_ * K), [&](Index j) {
       const T* src[NR];
       T* dst = p.data_.data() + j * K * NR;
       const Index w_cols = std::min(NR, p.N_ - j * NR);
@@ -83,22 +82,21 @@ class PackedB {
         for (Index c = 0; c < w_cols; ++c) dst[c] = src[c][k];
         for (Index c = w_cols; c < NR; ++c) dst[c] = T(0);
       }
-    }
+    });
     return p;
   }
 
   // B itself, row-major (K, N) with leading dimension ldb (always packed).
   static PackedB from_rows(const T* b, Index K, Index N, Index ldb) {
     PackedB p(N, K, true);
-#pragma omp parallel for schedule(static) num_threads(packing_threads(N * K))
-    for (Index j = 0; j < p.panels_; ++j) {
+    parallel_for(p.panels_, packing_threads(N * K), [&](Index j) {
       T* dst = p.data_.data() + j * K * NR;
       const Index w = std::min(NR, N - j * NR);
       for (Index k = 0; k < K; ++k) {
         std::memcpy(dst + k * NR, b + k * ldb + j * NR, sizeof(T) * w);
         for (Index c = w; c < NR; ++c) dst[k * NR + c] = T(0);
       }
-    }
+    });
     return p;
   }
 

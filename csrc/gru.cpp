@@ -147,8 +147,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const ActiveRows<T> rows(seq, H, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
-#pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
+  forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);
@@ -244,8 +243,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, GH, I);
-#pragma omp parallel num_threads(nth)
-  {
+  run_threads(nth, [&] {
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
       const Index step = Tn - 1 - k;
@@ -331,7 +329,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       par_gemm_tn<T>(H, H, TB, dgh + n * H, GH, rh_all.data(), H, false, g.dw_hh + n * H * H, H,
                      tn_scratch);
     }
-  }
+  });
 
   dh.copy_result(Tn, g.dh0);
 }

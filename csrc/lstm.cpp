@@ -223,8 +223,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const ActiveRows<T> h_rows(seq, P, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
-#pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
+  forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     const T* c_prev = cs.prev(seq, k, t);
@@ -304,8 +303,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H), nth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, GH, I);
-#pragma omp parallel num_threads(nth)
-  {
+  run_threads(nth, [&] {
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
       const Index step = Tn - 1 - k;  // how many steps were walked back already
@@ -396,7 +394,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
         }
       }
     }
-  }
+  });
 
   std::copy(g.db_ih, g.db_ih + GH, g.db_hh);
   dh.copy_result(Tn, g.dh0);

@@ -29,6 +29,29 @@ inline void set_max_threads(int n) { thread_setting().store(n, std::memory_order
 // that cannot create them ends the process (libgomp calls exit).
 inline int thread_limit() { return 4 * omp_get_num_procs(); }
 
+// Runs body() on `threads` threads: in one OpenMP parallel region, or on the calling thread outside
+// any region when threads is 1. There, the kernels' worksharing loops run serially and their
+// barriers do nothing, whereas libgomp ends every barrier with a futex wake-up system call, even
+// in a team of one: two per call of a cell step, one or more per step of a small sequence.
+template <typename F>
+inline void run_threads(int threads, F&& body) {
+  if (threads <= 1) {
+    body();
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  body();
+}
+
+// f(j) for j in [0, n), split statically among `threads` threads (see run_threads).
+template <typename F>
+inline void parallel_for(Index n, int threads, F&& f) {
+  run_threads(threads, [&] {
+#pragma omp for schedule(static)
+    for (Index j = 0; j < n; ++j) f(j);
+  });
+}
+
 // Threads for packing a weight of `elements` (a copy: worth splitting only when large).
 inline int packing_threads(Index elements) { return elements < (Index(1) << 18) ? 1 : max_threads(); }
 

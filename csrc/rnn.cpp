@@ -52,8 +52,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const ActiveRows<T> h_rows(seq, H, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, H);
-#pragma omp parallel num_threads(nth)
-  forward_scan<T>(seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
+  forward_scan<T>(nth, seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);  // == a_t when training
@@ -109,8 +108,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, H, I);
-#pragma omp parallel num_threads(nth)
-  {
+  run_threads(nth, [&] {
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
       const Index step = Tn - 1 - k;
@@ -138,7 +136,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
     input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, seq, sum_rows, dx_rows,
                    tn_scratch);
     prev_state_weight_grad<T>(g.dw_hh, dg.data(), H, H, cache.h, h0, H, seq, sum_rows, tn_scratch);
-  }
+  });
 
   std::copy(g.db_ih, g.db_ih + H, g.db_hh);
   dh.copy_result(Tn, g.dh0);

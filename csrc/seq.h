@@ -175,30 +175,32 @@ class ChunkProjection {
   Buffer<T> in_, out_;
 };
 
-// The forward time loop shared by the cells: for each chunk of steps, one GEMM projects the inputs
-// (x w_ih^T, no bias: the step adds it; see ChunkProjection) into `saved_xp` (T, B, GH) when
-// training or into the chunk workspace `xp_ws` otherwise, then step(k, t, a_t, x_t) runs for each
-// step with a_t (B, GH) the projected inputs of time t; the GEMM ends with a barrier. When w_ih is
-// read in place (a call of at most kDirectMaxRows rows, such as a cell's step) there is no GEMM:
-// x_t is then time t's inputs and each tile of the step projects its own units first
-// (tile_projection), so that a step has no barrier between the two and a thread reads only its
-// tiles' rows of w_ih. Otherwise x_t is null.
+// The forward time loop shared by the cells, on `threads` threads (run_threads): for each chunk of
+// steps, one GEMM projects the inputs (x w_ih^T, no bias: the step adds it; see ChunkProjection)
+// into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` otherwise, then
+// step(k, t, a_t, x_t) runs for each step with a_t (B, GH) the projected inputs of time t; the GEMM
+// ends with a barrier. When w_ih is read in place (a call of at most kDirectMaxRows rows, such as a
+// cell's step) there is no GEMM: x_t is then time t's inputs and each tile of the step projects its
+// own units first (tile_projection), so that a step has no barrier between the two and a thread
+// reads only its tiles' rows of w_ih. Otherwise x_t is null.
 template <typename T, typename Step>
-void forward_scan(const Seq& s, T* saved_xp, T* xp_ws, const T* x, const PackedB<T>& w_ih_t,
-                  Index I, ChunkProjection<T>& projection, Step&& step) {
+void forward_scan(int threads, const Seq& s, T* saved_xp, T* xp_ws, const T* x,
+                  const PackedB<T>& w_ih_t, Index I, ChunkProjection<T>& projection, Step&& step) {
   const Index GH = w_ih_t.N();
   const Index Tc = chunk_steps(s.T, s.B);
   const bool per_tile = w_ih_t.direct();
-  for (Index k0 = 0; k0 < s.T; k0 += Tc) {
-    const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
-    const Index t_lo = s.reverse ? s.T - k1 : k0;
-    T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
-    if (!per_tile) projection.run(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih_t, xp);
-    for (Index k = k0; k < k1; ++k) {
-      const Index t = s.time(k);
-      step(k, t, xp + (t - t_lo) * s.B * GH, per_tile ? x + t * s.B * I : nullptr);
+  run_threads(threads, [&] {
+    for (Index k0 = 0; k0 < s.T; k0 += Tc) {
+      const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
+      const Index t_lo = s.reverse ? s.T - k1 : k0;
+      T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
+      if (!per_tile) projection.run(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih_t, xp);
+      for (Index k = k0; k < k1; ++k) {
+        const Index t = s.time(k);
+        step(k, t, xp + (t - t_lo) * s.B * GH, per_tile ? x + t * s.B * I : nullptr);
+      }
     }
-  }
+  });
 }
 
 // For forward_scan's steps without a chunk GEMM (x_t not null; else nothing): the projected inputs
