@@ -359,34 +359,48 @@ inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
 // C (M, N) (+)= A (M, K) * w (N, K)^T as dot products of rows, for M <= kDirectMaxRows: each
 // product is summed in 8 (float) or 4 (double) lanes over k, the lanes then added in a fixed order
 // (Vec::sum4), the tail of k last. Four rows of w at a time, each read once per row of A from L1;
-// the four lane reductions share one horizontal-add sequence (storing the lanes and adding them one
-// by one cost 20% of a B = 1 step at H = 256, whose weights stream from L3).
+// the four lane reductions share one horizontal-add sequence. These weights stream from L3 (a
+// cell's step at H = 256 reads 2 MB), and four rows of 1 KB are one 4 KB page, where the hardware
+// prefetcher starts over: so while multiplying four rows, the loop prefetches the next four, line
+// by line. Against the same loop without either change, 0.80x the time per B = 1 step at H = 256
+// (the lane sums stored and added one by one had cost 12%, the prefetcher's restarts 20%).
 template <typename T>
 inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w, Index ldw,
                     bool accumulate, T* C, Index ldc) {
 #if RNNFAST_GEMM_AVX2
   using V = detail::Vec<T>;
   using R = typename V::R;
-  constexpr Index L = 32 / sizeof(T);
+  constexpr Index L = 32 / sizeof(T);  // one register; a cache line is 2 L
   const Index Kv = K - K % L;
   for (Index n = 0; n < N; n += 4) {
     const Index nr = std::min<Index>(4, N - n);
     const T* ws[4];
     for (Index q = 0; q < 4; ++q) ws[q] = w + (n + (q < nr ? q : 0)) * ldw;
+    const T* next = n + 4 < N ? w + (n + 4) * ldw : nullptr;  // the first of the next four rows
+    const Index next_rows = std::min<Index>(4, N - n - 4);
     for (Index m = 0; m < M; ++m) {
       const T* a = A + m * lda;
       R s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
-      for (Index k = 0; k < Kv; k += L) {
+      auto step = [&](Index k) {
         const R av = V::load(a + k);
         s0 = V::fma(av, V::load(ws[0] + k), s0);
         s1 = V::fma(av, V::load(ws[1] + k), s1);
         s2 = V::fma(av, V::load(ws[2] + k), s2);
         s3 = V::fma(av, V::load(ws[3] + k), s3);
-      }
+      };
+      Index k = 0;
+      if (m == 0 && next != nullptr)
+        for (; k + 2 * L <= Kv; k += 2 * L) {
+          for (Index q = 0; q < next_rows; ++q)
+            _mm_prefetch(reinterpret_cast<const char*>(next + q * ldw + k), _MM_HINT_T0);
+          step(k);
+          step(k + L);
+        }
+      for (; k < Kv; k += L) step(k);
       alignas(32) T r[4];
       V::sum4(r, s0, s1, s2, s3);
       for (Index q = 0; q < nr; ++q) {
-        for (Index k = Kv; k < K; ++k) r[q] += a[k] * ws[q][k];
+        for (Index kt = Kv; kt < K; ++kt) r[q] += a[kt] * ws[q][kt];
         T* c = C + m * ldc + n + q;
         *c = accumulate ? *c + r[q] : r[q];
       }

@@ -158,11 +158,11 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
     Index nact, lda;
     const T* h_act = rows.gather(h_prev, H, t, nact, lda);
 
+    project_own_tiles(a_t, x_t, I, w_ih_t, count, H, B, ntiles);
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
-      tile_projection(a_t, x_t, I, w_ih_t, count, H, B, tl);
       T* rc = tile_scratch(rec, tile, B, count);
       tile_recurrent_gemm<T>(rc, count * nu, h_act, lda, w_rzn, lbr ? count : 2, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {

@@ -234,11 +234,11 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
     Index nact, lda;
     const T* h_act = h_rows.gather(h_prev, P, t, nact, lda);
 
+    project_own_tiles(a_t, x_t, I, w_ih_t, count, H, B, ntiles);
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
-      tile_projection(a_t, x_t, I, w_ih_t, count, H, B, tl);
       T* r = tile_scratch(rec, tile, B, count);
       tile_recurrent_gemm<T>(r, count * n, h_act, lda, packed, count, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {

@@ -59,11 +59,11 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
     T* y_t = y + t * B * H;
     Index nact, lda;
     const T* h_act = h_rows.gather(h_prev, H, t, nact, lda);
+    project_own_tiles(a_t, x_t, I, w_ih_t, 1, H, B, ntiles);
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
-      tile_projection(a_t, x_t, I, w_ih_t, 1, H, B, tl);
       T* rc = tile_scratch(rec, tile, B, 1);
       tile_recurrent_gemm<T>(rc, n, h_act, lda, w_hh_t, 1, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {
