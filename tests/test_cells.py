@@ -101,17 +101,26 @@ def test_cell_matches_torch(cell, options, assert_close):
                          f"{cell} cell vs torch")
 
 
-def test_friendly_inputs_are_converted(assert_close):
+@pytest.mark.parametrize("cell,options", CASES, ids=[f"{c}-{o}" for c, o in CASES])
+def test_friendly_inputs_are_converted(cell, options):
+    """Arrays the kernel takes as they are (passed straight to it) and inputs that are converted
+    first give bitwise the same step, batched and unbatched."""
     rng = np.random.default_rng(3)
-    w = _weights("gru", rng, np.float32)
+    w = _weights(cell, rng, np.float32)
     x = rng.standard_normal((B, 2 * I)).astype(np.float32)[:, ::2]  # non-contiguous view
     h = rng.standard_normal((B, H)).astype(np.float16)  # another float dtype
-    got = rnnfast.gru_cell(x, h, w["w_ih"].tolist(), w["w_hh"], w["b_ih"], w["b_hh"])
-    expected = rnnfast.gru_cell(np.ascontiguousarray(x), h.astype(np.float32), **w)
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, expected)
+    c = rng.standard_normal((B, H)).astype(np.float32)
+    friendly = dict(w, w_ih=w["w_ih"].tolist(), w_hh=np.asfortranarray(w["w_hh"]))
+    x32, h32 = np.ascontiguousarray(x), h.astype(np.float32)
+    for rows in (slice(None), 1):  # batched, then unbatched (row 1)
+        got = _call(cell, x[rows], h[rows], c[rows].tolist(), friendly, **options)
+        expected = _call(cell, x32[rows], h32[rows], c[rows], w, **options)
+        for a, e in zip(*((got, expected) if cell == "lstm" else ((got,), (expected,)))):
+            assert a.dtype == np.float32
+            np.testing.assert_array_equal(a, e)
     # float16 x computes in float32
-    assert rnnfast.gru_cell(x.astype(np.float16), h, **w).dtype == np.float32
+    assert rnnfast.gru_cell(x.astype(np.float16), h, **_weights("gru", rng, np.float32)).dtype \
+        == np.float32
 
 
 def test_bad_inputs():

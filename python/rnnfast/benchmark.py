@@ -22,7 +22,8 @@ Protocol
 3. Warm-up rounds, then ``repeats`` timed rounds. The competitors are interleaved run by run
    (rnnfast, torch, ORT, rnnfast, torch, ...), with a pause between runs (``_SETTLE_S``), so that
    drift of a shared machine hits all of them alike. A call shorter than ``min_time`` is repeated
-   within a run (each contender's number of calls per run is set from its warm-up time). The figure
+   within a run (each contender's number of calls per run is set from its warm-up rounds, which
+   repeat a short call for ``min_time / 2`` and keep the time per call after the first). The figure
    is the median over runs of the time per call. The NumPy reference is slow, and its BLAS threads
    would slow whoever ran next: it is timed after the others, at most ``ref_repeats`` runs, and
    the timing of each case and mode starts ``_BLAS_SPIN_S`` after the last BLAS call.
@@ -541,7 +542,7 @@ class Result:
     times: list[float] = dataclasses.field(default_factory=list)  # seconds per call, one per run
     calls: int = 1  # calls per timed run
     note: str = ""
-    warm_s: float = math.inf  # the fastest untimed call (verification, warm-up), seconds
+    warm_s: float = math.inf  # seconds per call: verification, then warm-up rounds (_warm_time)
     fn: Callable[[], Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -609,6 +610,24 @@ def _time_calls(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def _warm_time(fn: Callable[[], Any], budget: float) -> float:
+    """Seconds per call of ``fn`` once warm: calls for ``budget`` seconds (at least one), timed
+    without the first unless there is only one. Timing a single call instead made a cell step's
+    runs about 3x shorter than ``min_time``: right after a pause a step costs twice as much for its
+    first ten calls or so (cold caches on a shared machine), so one call over-estimates the time
+    per call, and in runs that short those slow calls weighed 20-30% of the median (lstm_cell B=1,
+    H=256: 60-75 us per call in 50-140-call runs, 40-48 us in steady state)."""
+    start = time.perf_counter()
+    fn()
+    first_end = end = time.perf_counter()
+    calls = 0
+    while end - start < budget:
+        fn()
+        calls += 1
+        end = time.perf_counter()
+    return (end - first_end) / calls if calls else end - start
+
+
 def _settle(seconds: float = _SETTLE_S) -> None:
     """The pause between two contenders' runs, as a busy wait on this thread. A sleep would let
     the machine go idle, and then whoever runs next pays to wake it: torch's LSTM at B=1, T=6,
@@ -644,7 +663,7 @@ def time_interleaved(results: Sequence[Result], settings: Settings) -> None:
         for _ in range(settings.warmup):
             for r in live:
                 if r.contender != "reference":  # its verification run was its warm-up
-                    r.warm_s = min(r.warm_s, _time_calls(r.fn, 1))
+                    r.warm_s = min(r.warm_s, _warm_time(r.fn, settings.min_time / 2))
         for r in live:
             r.calls = max(1, math.ceil(settings.min_time / max(r.warm_s, 1e-9)))
         # The competitors interleaved run by run; the NumPy reference after them, on its own: its
