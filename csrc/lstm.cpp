@@ -249,7 +249,9 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
                            c_prev + b * H, c_new + b * H, m + b * H, H, tl, s.coupled,
                            training);
         } else {
-          for (Index gate = 0; gate < count; ++gate) ArrMap<T>(a_row + gate * H + tl.lo, n).setZero();
+          if (training)  // the cached gates are 0 at inactive rows; in inference nothing reads them
+            for (Index gate = 0; gate < count; ++gate)
+              ArrMap<T>(a_row + gate * H + tl.lo, n).setZero();
           copy_units(c_new + b * H, c_prev + b * H, tl);
           if (!proj) copy_units(h_new + b * P, h_prev + b * P, tl);
         }
