@@ -205,13 +205,13 @@ void forward_scan(int threads, const Seq& s, T* saved_xp, T* xp_ws, const T* x,
 
 // For forward_scan's steps without a chunk GEMM (x_t not null; else nothing): the projected inputs
 // of the units of this thread's tiles, a_t[b, g*H + u] = x_t[b] . w_ih[g*H + u] for every gate
-// g < G and row b < B, w_ih_t being w_ih^T read in place (gemv_nt's dot products). The loop has no
-// barrier: the step's loop over the same `ntiles` tiles, static as this one, gives each thread the
-// same tiles (OpenMP's rule for static loops of one region with the same iteration count), so a
-// thread reads only the projections it wrote. All the projections of a thread come before its
-// recurrent products rather than alternating with them tile by tile: streaming one weight matrix
-// from L3 and then the other took 0.92x the time of alternating in a standalone test at H = 256,
-// and the cell step 0.97x on one thread.
+// g < G and row b < B, w_ih_t being w_ih^T read in place (gemm_serial's dot products). The loop
+// has no barrier: the step's loop over the same `ntiles` tiles, static as this one, gives each
+// thread the same tiles (OpenMP's rule for static loops of one region with the same iteration
+// count), so a thread reads only the projections it wrote. All the projections of a thread come
+// before its recurrent products rather than alternating with them tile by tile: streaming one
+// weight matrix from L3 and then the other took 0.92x the time of alternating in a standalone test
+// at H = 256, and the cell step 0.97x on one thread.
 template <typename T>
 inline void project_own_tiles(T* a_t, const T* x_t, Index I, const PackedB<T>& w_ih_t, Index G,
                               Index H, Index B, Index ntiles) {
@@ -220,8 +220,8 @@ inline void project_own_tiles(T* a_t, const T* x_t, Index I, const PackedB<T>& w
   for (Index tile = 0; tile < ntiles; ++tile) {
     const Tile tl = tile_at(tile, H);
     for (Index g = 0; g < G; ++g)
-      gemv_nt<T>(B, tl.size(), I, x_t, I, w_ih_t.w() + (g * H + tl.lo) * w_ih_t.ldw(),
-                 w_ih_t.ldw(), false, a_t + g * H + tl.lo, G * H);
+      gemm_serial<T>(B, tl.size(), x_t, I, w_ih_t, g * H + tl.lo, false, a_t + g * H + tl.lo,
+                     G * H);
   }
 }
 

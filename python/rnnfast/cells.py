@@ -7,7 +7,7 @@ has the dtype of ``x`` (other float dtypes are converted, see ``rnnfast._convert
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -36,22 +36,25 @@ def _step_inputs(x: Any, states: dict[str, Any], weights: dict[str, Any]):
     return (xa[None, None] if unbatched else xa[None]), out_states, out_weights, unbatched
 
 
-def _core_as_given(forward: Any, x: Any, states: tuple[Any, ...], weights: tuple[Any, ...],
-                   **options: Any) -> tuple[tuple[Any, ...], bool] | None:
-    """``forward`` (an ``_core`` kernel) on the arrays exactly as given, as one step: (its outputs,
-    whether x is unbatched), or None when it refuses them. _core checks every argument (types,
-    dtypes, shapes, layout) and converts nothing, so whatever it accepts is what ``_step_inputs``
-    would hand it unchanged; what it refuses goes through ``_step_inputs``, which converts it or
-    reports the error. A step at H = 256 spends about 4 us in ``_step_inputs``, about a tenth of
-    the step."""
-    if type(x) is not np.ndarray or x.ndim not in (1, 2):
-        return None
-    try:
-        if x.ndim == 2:
-            return forward(x[None], *states, *weights, **options), False
-        return forward(x[None, None], *(s[None] for s in states), *weights, **options), True
-    except (TypeError, ValueError):
-        return None
+def _step(forward: Any, x: Any, states: dict[str, Any], w_ih: Any, w_hh: Any, b_ih: Any,
+          b_hh: Any, **options: Any) -> tuple[tuple[Any, ...], bool]:
+    """One step of ``forward`` (an ``_core`` kernel): (its outputs, whether x is unbatched).
+    Arrays the kernel accepts go to it as they are: _core checks every argument (types, dtypes,
+    shapes, layout) and converts nothing, so whatever it accepts is what ``_step_inputs`` would
+    hand it unchanged. What it refuses goes through ``_step_inputs``, which converts it or reports
+    the error. (A step at H = 256 spends about 4 us in ``_step_inputs``, a tenth of the step.)"""
+    weights = (w_ih, w_hh, b_ih, b_hh)
+    if type(x) is np.ndarray and x.ndim in (1, 2):
+        try:
+            if x.ndim == 2:
+                return forward(x[None], *states.values(), *weights, **options), False
+            return forward(x[None, None], *(s[None] for s in states.values()), *weights,
+                           **options), True
+        except (TypeError, ValueError):
+            pass
+    x3, s, w, unbatched = _step_inputs(x, states, dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"),
+                                                           weights)))
+    return forward(x3, *s.values(), *w.values(), **options), unbatched
 
 
 def lstm_cell(x: ArrayLike, h: ArrayLike, c: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
@@ -71,14 +74,8 @@ def lstm_cell(x: ArrayLike, h: ArrayLike, c: ArrayLike, w_ih: ArrayLike, w_hh: A
     -------
     (h_new, c_new) : [B, H] or [H] each
     """
-    done = _core_as_given(_core.lstm_forward, x, (h, c), (w_ih, w_hh, b_ih, b_hh))
-    if done is not None:
-        (_, h_n, c_n, _), unbatched = done
-    else:
-        x3, s, w, unbatched = _step_inputs(x, {"h": h, "c": c}, {"w_ih": w_ih, "w_hh": w_hh,
-                                                                 "b_ih": b_ih, "b_hh": b_hh})
-        _, h_n, c_n, _ = _core.lstm_forward(x3, s["h"], s["c"], w["w_ih"], w["w_hh"], w["b_ih"],
-                                            w["b_hh"])
+    (_, h_n, c_n, _), unbatched = _step(_core.lstm_forward, x, {"h": h, "c": c}, w_ih, w_hh,
+                                        b_ih, b_hh)
     return (h_n[0], c_n[0]) if unbatched else (h_n, c_n)
 
 
@@ -99,16 +96,8 @@ def gru_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
     -------
     h_new : [B, H] or [H]
     """
-    lbr = bool(linear_before_reset)
-    done = _core_as_given(_core.gru_forward, x, (h,), (w_ih, w_hh, b_ih, b_hh),
-                          linear_before_reset=lbr)
-    if done is not None:
-        (_, h_n, _), unbatched = done
-    else:
-        x3, s, w, unbatched = _step_inputs(x, {"h": h}, {"w_ih": w_ih, "w_hh": w_hh,
-                                                         "b_ih": b_ih, "b_hh": b_hh})
-        _, h_n, _ = _core.gru_forward(x3, s["h"], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
-                                      linear_before_reset=lbr)
+    (_, h_n, _), unbatched = _step(_core.gru_forward, x, {"h": h}, w_ih, w_hh, b_ih, b_hh,
+                                   linear_before_reset=bool(linear_before_reset))
     return h_n[0] if unbatched else h_n
 
 
@@ -130,13 +119,6 @@ def rnn_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
     -------
     h_new : [B, H] or [H]
     """
-    done = _core_as_given(_core.rnn_forward, x, (h,), (w_ih, w_hh, b_ih, b_hh),
-                          nonlinearity=nonlinearity)  # checked by _core
-    if done is not None:
-        (_, h_n, _), unbatched = done
-    else:
-        x3, s, w, unbatched = _step_inputs(x, {"h": h}, {"w_ih": w_ih, "w_hh": w_hh,
-                                                         "b_ih": b_ih, "b_hh": b_hh})
-        _, h_n, _ = _core.rnn_forward(x3, s["h"], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
-                                      nonlinearity=cast(Any, nonlinearity))
+    (_, h_n, _), unbatched = _step(_core.rnn_forward, x, {"h": h}, w_ih, w_hh, b_ih, b_hh,
+                                   nonlinearity=nonlinearity)  # checked by _core
     return h_n[0] if unbatched else h_n
