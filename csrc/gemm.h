@@ -558,7 +558,7 @@ constexpr Index kSerialNC = 128;
 // the same K, with C_g = C + g * c_step: on the calling thread. col0 is a multiple of NR. With
 // G > 1 each row block of A is multiplied by the panels of every operand while it is in L1 (the
 // input projection of one tile: the LSTM's four gates of 32 columns each). Against one gemm_serial
-// per gate there (Xeon, Ice Lake, 2 threads, 6 alternating processes, AVX-512): LSTM forward
+// per gate there (Xeon, Ice Lake, 2 threads, 6 alternating processes): AVX-512, LSTM forward
 // 0.84x at B = 64, H = 512 and 0.87-0.90x at B = 16, GRU 0.85-0.89x at B = 16.
 template <typename T>
 inline void gemm_serial_multi(Index M, Index N, const T* A, Index lda, const PackedB<T>* B,

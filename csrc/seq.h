@@ -158,12 +158,11 @@ inline void project_tile(T* a, const T* x, Index ldx, Index rows,
 // project_tile for the tiles of this thread: the loop has no barrier. The step's loop over the
 // same tile_count(H) tiles, static as this one, gives each thread the same tiles (OpenMP's rule for
 // static loops of one region with the same iteration count), so a thread reads only projections
-// it wrote itself, and no thread waits at a barrier for another's projection. Against one GEMM
-// per chunk split by row and column tiles, with a barrier after it, on a Xeon (Ice Lake), 2
-// threads, 6-10 alternating processes, with the gates projected together (gemm_serial_multi):
-// AVX-512 kernels, LSTM forward 0.84x at B = 64, H = 512, 0.87-0.92x at B = 1 and 16, GRU
-// 0.85-0.89x at B = 16; AVX2 kernels (built with -mno-avx512f), 1.02-1.07x at B = 16 and 64: a
-// small loss there, not yet understood.
+// it wrote itself, and no thread waits at a barrier for another's projection. (Against one GEMM
+// per chunk split by row and column tiles, with a barrier after it, on a Xeon (Ice Lake), 6
+// alternating processes: LSTM forward B = 1, T = 100, H = 128 0.92x; at B = 16 to 128 and for the
+// GRU 0.97x to 1.03x, within the noise. The gate pass's share of an LSTM forward at B = 64,
+// H = 512 stayed at 12% (perf), so the inputs it waits for were not the other core's.)
 template <typename T>
 inline void project_own_tiles(T* a, const T* x, Index ldx, Index rows,
                               const std::vector<PackedB<T>>& w_ih, Index H) {
