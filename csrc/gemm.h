@@ -554,30 +554,19 @@ inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w
 // Columns of B per L2-resident block in gemm_serial (a multiple of both NRs).
 constexpr Index kSerialNC = 128;
 
-// C_g (M, N) (+)= A (M, K) * B[g][:, col0 : col0 + N] for each of the G operands B[0..G), all of
-// the same K, with C_g = C + g * c_step: on the calling thread. col0 is a multiple of NR. With
-// G > 1 each row block of A is multiplied by the panels of every operand while it is in L1 (the
-// input projection of one tile: the LSTM's four gates of 32 columns each). Against one gemm_serial
-// per gate there (Xeon, Ice Lake, 2 threads, 6 alternating processes): AVX-512, LSTM forward
-// 0.84x at B = 64, H = 512 and 0.87-0.90x at B = 16, GRU 0.85-0.89x at B = 16.
+// C (M, N) (+)= A (M, K) * B[:, col0 : col0 + N], on the calling thread. col0 is a multiple of NR.
 template <typename T>
-inline void gemm_serial_multi(Index M, Index N, const T* A, Index lda, const PackedB<T>* B,
-                              Index G, Index col0, bool accumulate, T* C, Index ldc,
-                              Index c_step) {
+inline void gemm_serial(Index M, Index N, const T* A, Index lda, const PackedB<T>& B, Index col0,
+                        bool accumulate, T* C, Index ldc) {
   constexpr Index NR = Panel<T>::NR;
-  const Index K = B[0].K();
-  if (B[0].direct()) {
-    for (Index g = 0; g < G; ++g) {
-      const PackedB<T>& b = B[g];
-      T* Cg = C + g * c_step;
-      for (Index j = 0; j < N;) {
-        const Index run = std::min(b.run_from(col0 + j), N - j);
-        for (Index i = 0; i < M; i += kDirectMaxRows)
-          gemv_nt<T>(std::min(kDirectMaxRows, M - i), run, K, A + i * lda, lda,
-                     b.w() + b.row_of(col0 + j) * b.ldw(), b.ldw(), accumulate, Cg + i * ldc + j,
-                     ldc);
-        j += run;
-      }
+  const Index K = B.K();
+  if (B.direct()) {
+    for (Index j = 0; j < N;) {
+      const Index run = std::min(B.run_from(col0 + j), N - j);
+      for (Index i = 0; i < M; i += kDirectMaxRows)
+        gemv_nt<T>(std::min(kDirectMaxRows, M - i), run, K, A + i * lda, lda,
+                   B.w() + B.row_of(col0 + j) * B.ldw(), B.ldw(), accumulate, C + i * ldc + j, ldc);
+      j += run;
     }
     return;
   }
@@ -592,21 +581,12 @@ inline void gemm_serial_multi(Index M, Index N, const T* A, Index lda, const Pac
     for (Index j0 = 0; j0 < N; j0 += kSerialNC) {
       const Index j1 = std::min(N, j0 + kSerialNC);
       for (Index i = 0; i < M; i += kMR)
-        for (Index g = 0; g < G; ++g)
-          for (Index j = j0; j < j1; j += kTilePanels * NR)
-            detail::micro_tile<T>(std::min(kMR, M - i), kc, A + i * lda + k0, lda,
-                                  B[g].at_column(col0 + j) + k0 * NR, B[g].panel_stride(),
-                                  C + g * c_step + i * ldc + j, ldc,
-                                  std::min(kTilePanels * NR, j1 - j), acc);
+        for (Index j = j0; j < j1; j += kTilePanels * NR)
+          detail::micro_tile<T>(std::min(kMR, M - i), kc, A + i * lda + k0, lda,
+                                B.at_column(col0 + j) + k0 * NR, B.panel_stride(),
+                                C + i * ldc + j, ldc, std::min(kTilePanels * NR, j1 - j), acc);
     }
   }
-}
-
-// C (M, N) (+)= A (M, K) * B[:, col0 : col0 + N], on the calling thread. col0 is a multiple of NR.
-template <typename T>
-inline void gemm_serial(Index M, Index N, const T* A, Index lda, const PackedB<T>& B, Index col0,
-                        bool accumulate, T* C, Index ldc) {
-  gemm_serial_multi<T>(M, N, A, lda, &B, 1, col0, accumulate, C, ldc, 0);
 }
 
 // Tiles of the threaded GEMM (multiples of kMR and of both NRs).

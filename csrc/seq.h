@@ -152,7 +152,8 @@ template <typename T>
 inline void project_tile(T* a, const T* x, Index ldx, Index rows,
                          const std::vector<PackedB<T>>& w_ih, Index H, Tile tl) {
   const Index G = Index(w_ih.size());
-  gemm_serial_multi<T>(rows, tl.size(), x, ldx, w_ih.data(), G, tl.lo, false, a + tl.lo, G * H, H);
+  for (Index g = 0; g < G; ++g)
+    gemm_serial<T>(rows, tl.size(), x, ldx, w_ih[g], tl.lo, false, a + g * H + tl.lo, G * H);
 }
 
 // project_tile for the tiles of this thread: the loop has no barrier. The step's loop over the
