@@ -129,7 +129,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
     return;
   }
 
-  const auto w_ih_t = pack_input_weights<T>(w.w_ih, count, H, I, seq);
+  const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, GH, I, seq);
   // With linear_before_reset one GEMM per tile gives r, z and hn; without, (r, z) first, then n.
   const PackedB<T> w_rzn = pack_gate_tiles(w.w_hh, 0, lbr ? count : 2, H, H, seq);
   const PackedB<T> w_n = lbr ? PackedB<T>() : pack_gate_tiles(w.w_hh, n, 1, H, H, seq);
@@ -148,7 +148,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
   forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
-                  [&](Index k, Index t, T* a_t) {
+                  [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);
     T* y_t = y + t * B * H;
@@ -158,6 +158,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
     Index nact, lda;
     const T* h_act = rows.gather(h_prev, H, t, nact, lda);
 
+    project_own_tiles(a_t, x_t, I, w_ih_t, count, H, B, ntiles);
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);

@@ -208,7 +208,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   }
 
   // Everything is allocated before the parallel region: nothing throws inside it.
-  const auto w_ih_t = pack_input_weights<T>(w.w_ih, count, H, I, seq);
+  const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, GH, I, seq);
   const PackedB<T> packed = pack_gate_tiles(w.w_hh, 0, count, H, P, seq);
   const PackedB<T> w_hr_t = proj ? pack_weight<T>(w.w_hr, P, H, seq) : PackedB<T>();
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
@@ -224,7 +224,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
   forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
-                  [&](Index k, Index t, T* a_t) {
+                  [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     const T* c_prev = cs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);
@@ -234,6 +234,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
     Index nact, lda;
     const T* h_act = h_rows.gather(h_prev, P, t, nact, lda);
 
+    project_own_tiles(a_t, x_t, I, w_ih_t, count, H, B, ntiles);
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);

@@ -38,7 +38,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
     return;
   }
 
-  const auto w_ih_t = pack_input_weights<T>(w.w_ih, 1, H, I, seq);
+  const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, H, I, seq);
   const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H, seq);
   Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
   Buffer<T> rec(ntiles * B * kMaxTileUnits);
@@ -53,12 +53,13 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, H);
   forward_scan<T>(nth, seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
-                  [&](Index k, Index t, T* a_t) {
+                  [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);  // == a_t when training
     T* y_t = y + t * B * H;
     Index nact, lda;
     const T* h_act = h_rows.gather(h_prev, H, t, nact, lda);
+    project_own_tiles(a_t, x_t, I, w_ih_t, 1, H, B, ntiles);
 #pragma omp for schedule(static)
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);

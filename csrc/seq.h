@@ -132,46 +132,6 @@ class StepRows {
   Buffer<Index> rows_, starts_;
 };
 
-// The input weights w_ih (G*H, I) of the input projection, one B operand per gate: w_ih's rows
-// [g*H, (g+1)*H) transposed, so that the units of a tile start at a panel in every gate, whatever
-// H is, and a thread can project the columns of its own tiles alone (project_own_tiles). A call of
-// at most kDirectMaxRows rows in all (a cell's single step) reads w_ih in place.
-template <typename T>
-std::vector<PackedB<T>> pack_input_weights(const T* w_ih, Index G, Index H, Index I,
-                                           const Seq& s) {
-  std::vector<PackedB<T>> w;
-  w.reserve(G);
-  for (Index g = 0; g < G; ++g)
-    w.push_back(PackedB<T>::from_weight(w_ih + g * H * I, H, I, I, s.T * s.B <= kDirectMaxRows));
-  return w;
-}
-
-// The projected inputs of one tile's units, a[r, g*H + u] = x[r] . w_ih[g*H + u] for every gate g
-// and row r < rows (x rows ldx apart, a rows G*H apart), u in the tile.
-template <typename T>
-inline void project_tile(T* a, const T* x, Index ldx, Index rows,
-                         const std::vector<PackedB<T>>& w_ih, Index H, Tile tl) {
-  const Index G = Index(w_ih.size());
-  for (Index g = 0; g < G; ++g)
-    gemm_serial<T>(rows, tl.size(), x, ldx, w_ih[g], tl.lo, false, a + g * H + tl.lo, G * H);
-}
-
-// project_tile for the tiles of this thread: the loop has no barrier. The step's loop over the
-// same tile_count(H) tiles, static as this one, gives each thread the same tiles (OpenMP's rule for
-// static loops of one region with the same iteration count), so a thread reads only projections
-// it wrote itself, and no thread waits at a barrier for another's projection. (Against one GEMM
-// per chunk split by row and column tiles, with a barrier after it, on a Xeon (Ice Lake), 6
-// alternating processes: LSTM forward B = 1, T = 100, H = 128 0.92x; at B = 16 to 128 and for the
-// GRU 0.97x to 1.03x, within the noise. The gate pass's share of an LSTM forward at B = 64,
-// H = 512 stayed at 12% (perf), so the inputs it waits for were not the other core's.)
-template <typename T>
-inline void project_own_tiles(T* a, const T* x, Index ldx, Index rows,
-                              const std::vector<PackedB<T>>& w_ih, Index H) {
-#pragma omp for schedule(static) nowait
-  for (Index tile = 0; tile < tile_count(H); ++tile)
-    project_tile(a, x, ldx, rows, w_ih, H, tile_at(tile, H));
-}
-
 // One chunk of steps of a GEMM over time-major rows, out (steps * B, n_out) = in (steps * B, n_in)
 // * w, for batches with lengths: only the rows active at their step (`active`, the StepRows of
 // all steps) are multiplied, gathered into a dense block and the products scattered back to their
@@ -191,58 +151,24 @@ class ChunkProjection {
   // out = in * w for the `steps` steps from time t_lo on (in and out point at time t_lo); called
   // by every thread of the region, ends with a barrier.
   void run(Index t_lo, Index steps, const T* in, const PackedB<T>& w, T* out) {
-    const Index n = rows_in(t_lo, steps);
+    const Index first = active_.rows() != nullptr ? active_.start(t_lo) : 0;
+    const Index n = active_.rows() != nullptr ? active_.start(t_lo + steps) - first : steps * B_;
     if (n == steps * B_) {
       par_gemm<T>(steps * B_, in, n_in_, w, false, out, n_out_);
       return;
     }
-    gather(t_lo, n, in);
-    par_gemm<T>(n, in_.data(), n_in_, w, false, out_.data(), n_out_);
-    const Index* idx = active_.rows() + active_.start(t_lo);
+    const Index* idx = active_.rows() + first;  // counted from time 0: less t_lo * B here
+    const Index base = t_lo * B_;
 #pragma omp for schedule(static)
     for (Index r = 0; r < n; ++r)
-      std::memcpy(out + (idx[r] - t_lo * B_) * n_out_, out_.data() + r * n_out_,
-                  sizeof(T) * n_out_);
-  }
-
-  // The forward's input projection, out = in w_ih^T (n_out = G*H), each thread computing the
-  // columns of its own tiles (project_own_tiles); no barrier at the end.
-  void project(Index t_lo, Index steps, const T* in, const std::vector<PackedB<T>>& w_ih,
-               Index H, T* out) {
-    const Index n = rows_in(t_lo, steps);
-    if (n == steps * B_) {
-      project_own_tiles(out, in, n_in_, n, w_ih, H);
-      return;
-    }
-    gather(t_lo, n, in);
-    const Index* idx = active_.rows() + active_.start(t_lo);
-#pragma omp for schedule(static) nowait
-    for (Index tile = 0; tile < tile_count(H); ++tile) {
-      const Tile tl = tile_at(tile, H);
-      project_tile(out_.data(), in_.data(), n_in_, n, w_ih, H, tl);
-      for (Index r = 0; r < n; ++r)
-        for (Index g = 0; g < Index(w_ih.size()); ++g) {
-          const Index col = g * H + tl.lo;
-          std::memcpy(out + (idx[r] - t_lo * B_) * n_out_ + col, out_.data() + r * n_out_ + col,
-                      sizeof(T) * tl.size());
-        }
-    }
+      std::memcpy(in_.data() + r * n_in_, in + (idx[r] - base) * n_in_, sizeof(T) * n_in_);
+    par_gemm<T>(n, in_.data(), n_in_, w, false, out_.data(), n_out_);
+#pragma omp for schedule(static)
+    for (Index r = 0; r < n; ++r)
+      std::memcpy(out + (idx[r] - base) * n_out_, out_.data() + r * n_out_, sizeof(T) * n_out_);
   }
 
  private:
-  // The rows of the `steps` steps from t_lo on that take part.
-  Index rows_in(Index t_lo, Index steps) const {
-    if (active_.rows() == nullptr) return steps * B_;
-    return active_.start(t_lo + steps) - active_.start(t_lo);
-  }
-  // Copies those n rows of in (pointing at time t_lo) into in_, densely; ends with a barrier.
-  void gather(Index t_lo, Index n, const T* in) {
-    const Index* idx = active_.rows() + active_.start(t_lo);  // counted from time 0
-#pragma omp for schedule(static)
-    for (Index r = 0; r < n; ++r)
-      std::memcpy(in_.data() + r * n_in_, in + (idx[r] - t_lo * B_) * n_in_, sizeof(T) * n_in_);
-  }
-
   Index B_;
   const StepRows& active_;
   Index n_in_, n_out_, rows_;
@@ -250,30 +176,53 @@ class ChunkProjection {
 };
 
 // The forward time loop shared by the cells, on `threads` threads (run_threads): for each chunk of
-// steps, the input projection (x w_ih^T, no bias: the step adds it) into `saved_xp` (T, B, G*H)
-// when training or into the chunk workspace `xp_ws` otherwise, each thread projecting its own
-// tiles' units (ChunkProjection::project, no barrier), then step(k, t, a_t) for each step with
-// a_t (B, G*H) the projected inputs of time t; the step's loop over the tile_count(H) tiles must
-// be static, and reads only its tiles' units of a_t. A call of at most kDirectMaxRows rows (a
-// cell's step: one chunk) reads w_ih in place, each thread only its tiles' rows.
+// steps, one GEMM projects the inputs (x w_ih^T, no bias: the step adds it; see ChunkProjection)
+// into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` otherwise, then
+// step(k, t, a_t, x_t) runs for each step with a_t (B, GH) the projected inputs of time t; the GEMM
+// ends with a barrier. When w_ih is read in place (a call of at most kDirectMaxRows rows, such as a
+// cell's step) there is no GEMM: x_t is then time t's inputs and each thread of the step projects
+// the units of its own tiles first (project_own_tiles), so that a step has no barrier between the
+// two and a thread reads only its tiles' rows of w_ih. Otherwise x_t is null.
 template <typename T, typename Step>
 void forward_scan(int threads, const Seq& s, T* saved_xp, T* xp_ws, const T* x,
-                  const std::vector<PackedB<T>>& w_ih, Index I, ChunkProjection<T>& projection,
-                  Step&& step) {
-  const Index H = w_ih.front().N(), GH = Index(w_ih.size()) * H;
+                  const PackedB<T>& w_ih_t, Index I, ChunkProjection<T>& projection, Step&& step) {
+  const Index GH = w_ih_t.N();
   const Index Tc = chunk_steps(s.T, s.B);
+  const bool per_tile = w_ih_t.direct();
   run_threads(threads, [&] {
     for (Index k0 = 0; k0 < s.T; k0 += Tc) {
       const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
       const Index t_lo = s.reverse ? s.T - k1 : k0;
       T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
-      projection.project(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih, H, xp);
+      if (!per_tile) projection.run(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih_t, xp);
       for (Index k = k0; k < k1; ++k) {
         const Index t = s.time(k);
-        step(k, t, xp + (t - t_lo) * s.B * GH);
+        step(k, t, xp + (t - t_lo) * s.B * GH, per_tile ? x + t * s.B * I : nullptr);
       }
     }
   });
+}
+
+// For forward_scan's steps without a chunk GEMM (x_t not null; else nothing): the projected inputs
+// of the units of this thread's tiles, a_t[b, g*H + u] = x_t[b] . w_ih[g*H + u] for every gate
+// g < G and row b < B, w_ih_t being w_ih^T read in place (gemm_serial's dot products). The loop
+// has no barrier: the step's loop over the same `ntiles` tiles, static as this one, gives each
+// thread the same tiles (OpenMP's rule for static loops of one region with the same iteration
+// count), so a thread reads only the projections it wrote. All the projections of a thread come
+// before its recurrent products rather than alternating with them tile by tile: streaming one
+// weight matrix from L3 and then the other took 0.92x the time of alternating in a standalone test
+// at H = 256, and the cell step 0.97x on one thread.
+template <typename T>
+inline void project_own_tiles(T* a_t, const T* x_t, Index I, const PackedB<T>& w_ih_t, Index G,
+                              Index H, Index B, Index ntiles) {
+  if (x_t == nullptr) return;
+#pragma omp for schedule(static) nowait
+  for (Index tile = 0; tile < ntiles; ++tile) {
+    const Tile tl = tile_at(tile, H);
+    for (Index g = 0; g < G; ++g)
+      gemm_serial<T>(B, tl.size(), x_t, I, w_ih_t, g * H + tl.lo, false, a_t + g * H + tl.lo,
+                     G * H);
+  }
 }
 
 // The gradient w.r.t. the carried state during the backward walk: two (B, W) buffers that trade
@@ -334,7 +283,7 @@ PackedB<T> pack_gate_tiles(const T* w, Index g0, Index G, Index H, Index K, cons
   return PackedB<T>::from_gate_tiles(w, K, g0, G, H, K, s.T * s.B <= kDirectMaxRows);
 }
 
-// w^T (w (N, K)) for the LSTM projection: direct as above.
+// w^T (w (N, K)) for the input projection and the LSTM projection: direct as above.
 template <typename T>
 PackedB<T> pack_weight(const T* w, Index N, Index K, const Seq& s) {
   return PackedB<T>::from_weight(w, N, K, K, s.T * s.B <= kDirectMaxRows);
