@@ -5,8 +5,8 @@
 // N), built once per kernel call from a weight matrix (w: B = w^T) or a row-major operand. The
 // recurrent weights are packed once and then reused by every time step (as oneDNN does).
 //
-// The micro-kernel computes an MR x NR block of C over a K-block of fixed size kKC with FMAs, one
-// k after another. The summation order of every element of C therefore depends on K only: not on
+// The micro-kernel computes an MR x NR block of C (MR x 2 NR with AVX-512) over a K-block of fixed
+// size kKC with FMAs, one k after another. The summation order of every element of C therefore depends on K only: not on
 // the tiling of M and N, not on the thread count, not on the alignment of any buffer. This is what
 // makes rnnfast's results bitwise reproducible across runs and thread counts.
 //
@@ -34,8 +34,8 @@
 namespace rnnfast {
 
 constexpr Index kKC = 512;  // K-block: fixed, so results do not depend on anything but K
-// Rows per micro-tile: with AVX-512, 8 rows of one register each (8 FMA chains, the FMA latency
-// times the two FMA ports); with AVX2, 6 rows of two registers each.
+// Rows per micro-tile: with AVX-512, 8 rows of two zmm registers each (16 independent FMA chains);
+// with AVX2, 6 rows of two ymm registers each (12).
 #if RNNFAST_GEMM_AVX512
 constexpr Index kMR = 8;
 #else
@@ -224,8 +224,9 @@ inline void store_row(T* c, typename Vec<T>::R lo, typename Vec<T>::R hi, Index 
 // AVX-512 kernels: one row of a panel (NR = 16 floats or 8 doubles) is one zmm register; a
 // micro-tile spans two panels (kTilePanels), so an MV x 2NR block of C lives in 2 MV registers.
 // Columns past nv are masked off at the store. As in the AVX2 kernels, one-row blocks split k four
-// ways and two-row blocks two ways (k mod S), the partial sums added in the same fixed order: an
-// element of C comes out bitwise the same from either ISA's kernel.
+// ways and two-row blocks two ways (k mod S), the partial sums added in the same fixed order: for a
+// block of the same MV rows, either ISA's kernel sums each element in the same order (the blocks
+// themselves differ, kMR being 8 here and 6 with AVX2, so results may differ between the builds).
 template <typename V>
 struct Zmm;
 template <>
@@ -276,7 +277,7 @@ struct Zmm<double> {
 // With two panels, each broadcast of A feeds two FMAs: an 8 x 32 float block takes two loads of B
 // and 8 broadcasts per 16 FMAs (one panel: one load and 8 broadcasts per 8 FMAs). Standalone, on
 // hot data (Xeon, Ice Lake): 145-156 GFLOP/s on one core against 85-88 for one panel per call and
-// 87-91 for the AVX2 kernel; every element is summed in the same order in all three.
+// 87-91 for the AVX2 kernel.
 template <typename T, int MV, bool PackedA, int NP>
 inline void micro_kernel(Index K, const T* a, Index lda, const T* b, Index bs, T* c, Index ldc,
                          Index nv, bool accumulate) {
