@@ -17,8 +17,11 @@ namespace rnnfast::bind {
 
 namespace py = pybind11;
 
-// A null array handle: "not given". (A default-constructed py::array is a real, empty array.)
-inline py::array absent() { return py::reinterpret_steal<py::array>(py::handle()); }
+// A null array handle: "not given". (A default-constructed py::array is a real, empty array: a
+// NumPy allocation each, which every array field of a call defaulted that way paid: 13 of them made
+// a cell step at H = 16 cost 4.1 us instead of 2.x us.)
+template <typename A = py::array>
+inline A absent() { return py::reinterpret_steal<A>(py::handle()); }
 inline bool given(const py::array& a) { return a.ptr() != nullptr; }
 
 std::string shape_str(const std::vector<Index>& shape);
@@ -52,8 +55,8 @@ class Args {
 
  private:
   py::array as_checked_array(const py::handle& obj, const char* name) const;
-  py::array first_;
-  bool is_double_;
+  py::array first_ = absent();
+  bool is_double_ = false;
 };
 
 // lengths: None, or an int64 array (B,) with 1 <= lengths[b] <= T.

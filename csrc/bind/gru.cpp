@@ -9,8 +9,9 @@ constexpr Index G = gru_gate::count;
 
 struct GruCall {
   Args args;
-  py::array x, h0, w_ih, w_hh, b_ih, b_hh, lengths;
-  GruShape shape;
+  py::array x = absent(), h0 = absent(), w_ih = absent(), w_hh = absent(), b_ih = absent(),
+            b_hh = absent(), lengths = absent();
+  GruShape shape{};
 
   template <typename T>
   GruWeights<T> weights() const {
@@ -21,7 +22,7 @@ struct GruCall {
 GruCall parse(const py::handle& x, const py::handle& h0, const py::handle& w_ih,
               const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh,
               bool linear_before_reset, bool reverse, const py::handle& lengths) {
-  GruCall c{Args(x, "x", 3, "(T, B, I)"), {}, {}, {}, {}, {}, {}, {}, {}};
+  GruCall c{Args(x, "x", 3, "(T, B, I)")};
   c.x = c.args.first();
   const Index T = c.x.shape(0), B = c.x.shape(1), I = c.x.shape(2);
   const Index H = hidden_from_w_ih(c.args, w_ih, G, I);
@@ -41,7 +42,8 @@ py::tuple forward(const GruCall& c, bool training) {
   const GruShape& s = c.shape;
   auto y = empty<T>({s.T, s.B, s.H});
   auto h_n = empty<T>({s.B, s.H});
-  py::array_t<T> gates, hs, hn;
+  auto gates = absent<py::array_t<T>>(), hs = absent<py::array_t<T>>(),
+       hn = absent<py::array_t<T>>();
   GruCache<T> cache{nullptr, nullptr, nullptr};
   if (training) {
     gates = empty<T>({s.T, s.B, G * s.H});

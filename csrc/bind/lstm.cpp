@@ -10,8 +10,10 @@ constexpr Index G = lstm_gate::count;
 // The validated arrays and sizes of one LSTM call.
 struct LstmCall {
   Args args;
-  py::array x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths;
-  LstmShape shape;
+  py::array x = absent(), h0 = absent(), c0 = absent(), w_ih = absent(), w_hh = absent(),
+            b_ih = absent(), b_hh = absent(), w_hr = absent(), w_peep = absent(),
+            lengths = absent();
+  LstmShape shape{};
 
   template <typename T>
   LstmWeights<T> weights() const {
@@ -25,7 +27,7 @@ LstmCall parse(const py::handle& x, const py::handle& h0, const py::handle& c0,
                const py::handle& w_ih, const py::handle& w_hh, const py::handle& b_ih,
                const py::handle& b_hh, const py::handle& w_hr, const py::handle& w_peep,
                bool coupled, bool reverse, const py::handle& lengths) {
-  LstmCall c{Args(x, "x", 3, "(T, B, I)"), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  LstmCall c{Args(x, "x", 3, "(T, B, I)")};
   c.x = c.args.first();
   const Index T = c.x.shape(0), B = c.x.shape(1), I = c.x.shape(2);
   const Index H = hidden_from_w_ih(c.args, w_ih, G, I);
@@ -55,7 +57,8 @@ py::tuple forward(const LstmCall& c, bool training) {
   auto y = empty<T>({s.T, s.B, s.P});
   auto h_n = empty<T>({s.B, s.P});
   auto c_n = empty<T>({s.B, s.H});
-  py::array_t<T> gates, cs, hs;
+  auto gates = absent<py::array_t<T>>(), cs = absent<py::array_t<T>>(),
+       hs = absent<py::array_t<T>>();
   LstmCache<T> cache{nullptr, nullptr, nullptr};
   if (training) {
     gates = empty<T>({s.T, s.B, G * s.H});
@@ -94,7 +97,7 @@ py::dict backward(const LstmCall& c, const py::handle& dy, const py::handle& dh_
 
   CoreGrads<T> r(s.T, s.B, s.I, G * s.H, s.P);
   auto dc0 = empty<T>({s.B, s.H});
-  py::array_t<T> dw_hr, dw_peep;
+  auto dw_hr = absent<py::array_t<T>>(), dw_peep = absent<py::array_t<T>>();
   if (given(c.w_hr)) dw_hr = empty<T>({s.P, s.H});
   if (given(c.w_peep)) dw_peep = empty<T>({3, s.H});
   const LstmGrads<T> g{r.pointers(), mut(dc0), given(c.w_hr) ? mut(dw_hr) : nullptr,

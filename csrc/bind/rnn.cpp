@@ -7,8 +7,9 @@ namespace {
 
 struct RnnCall {
   Args args;
-  py::array x, h0, w_ih, w_hh, b_ih, b_hh, lengths;
-  RnnShape shape;
+  py::array x = absent(), h0 = absent(), w_ih = absent(), w_hh = absent(), b_ih = absent(),
+            b_hh = absent(), lengths = absent();
+  RnnShape shape{};
 
   template <typename T>
   RnnWeights<T> weights() const {
@@ -26,7 +27,7 @@ RnnCall parse(const py::handle& x, const py::handle& h0, const py::handle& w_ih,
               const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh,
               const std::string& nonlinearity, bool reverse, const py::handle& lengths) {
   const Nonlinearity act = parse_nonlinearity(nonlinearity);
-  RnnCall c{Args(x, "x", 3, "(T, B, I)"), {}, {}, {}, {}, {}, {}, {}, {}};
+  RnnCall c{Args(x, "x", 3, "(T, B, I)")};
   c.x = c.args.first();
   const Index T = c.x.shape(0), B = c.x.shape(1), I = c.x.shape(2);
   const Index H = hidden_from_w_ih(c.args, w_ih, 1, I);
@@ -46,7 +47,7 @@ py::tuple forward(const RnnCall& c, bool training) {
   const RnnShape& s = c.shape;
   auto y = empty<T>({s.T, s.B, s.H});
   auto h_n = empty<T>({s.B, s.H});
-  py::array_t<T> hs;
+  auto hs = absent<py::array_t<T>>();
   RnnCache<T> cache{nullptr};
   if (training) {
     hs = s.lengths != nullptr ? empty<T>({s.T, s.B, s.H}) : y;  // without lengths, y is h

@@ -96,8 +96,10 @@ def gru_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
     -------
     h_new : [B, H] or [H]
     """
+    # Options at _core's default are left out: each keyword argument costs pybind11 about 1 us.
+    options = {} if linear_before_reset else {"linear_before_reset": False}
     (_, h_n, _), unbatched = _step(_core.gru_forward, x, {"h": h}, w_ih, w_hh, b_ih, b_hh,
-                                   linear_before_reset=bool(linear_before_reset))
+                                   **options)
     return h_n[0] if unbatched else h_n
 
 
@@ -119,6 +121,8 @@ def rnn_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
     -------
     h_new : [B, H] or [H]
     """
+    plain_tanh = type(nonlinearity) is str and nonlinearity == "tanh"
+    options = {} if plain_tanh else {"nonlinearity": nonlinearity}  # as in gru_cell
     (_, h_n, _), unbatched = _step(_core.rnn_forward, x, {"h": h}, w_ih, w_hh, b_ih, b_hh,
-                                   nonlinearity=nonlinearity)  # checked by _core
+                                   **options)  # nonlinearity is checked by _core
     return h_n[0] if unbatched else h_n
