@@ -195,3 +195,32 @@ def test_sgemm_fraction_uses_the_products_timed_next_to_the_case():
     # Without per-case products, the run's median is the denominator.
     plain = rb.Report(settings, results, [1e-4, 3e-4], "", "test")
     assert plain.case_sgemm_gflops(fast) == plain.sgemm_gflops
+
+
+def test_missed_ratio_goals_say_what_fraction_of_sgemm_they_need():
+    # rnnfast as fast as torch (1.0x: the 1.25x forward goal is missed); torch runs at some known
+    # fraction of the sgemm timed next to the case, so meeting the goal there needs 1.25x that.
+    case = rb.Case("sequence", "lstm", B=2, T=3, I=4, H=4)
+    flops = case.flops("forward")
+    sgemm_s = 2 * 100 ** 3 / 20e9  # a 20 GFLOP/s yardstick
+    torch_s = flops / 12e9         # torch at 12 GFLOP/s: 60% of it
+    results = [rb.Result(case, mode, name, rb.OK, times=[torch_s if mode == "forward" else 1e-3])
+               for mode in case.modes for name in ("rnnfast", "torch")]
+    report = rb.Report(rb.Settings(threads=1, against=("torch",), sgemm_size=100), results,
+                       [sgemm_s], "", "test", {case: [sgemm_s, sgemm_s]})
+    assert rb.needed_sgemm_fraction(report, case, "forward", "torch", 1.25) == pytest.approx(0.75)
+    verdicts = dict(rb.goals(report))
+    assert verdicts["forward >= 1.25x torch on every shape"].startswith("MISSED (worst 1.00")
+    assert "meeting it there needs 75% of sgemm" in verdicts["forward >= 1.25x torch on every shape"]
+    # Not measured: no ORT in this run, so no fraction either.
+    assert verdicts["forward >= 1.0x ORT on every shape"] == "not measured"
+    header, rows = rb.table_rows(report)
+    assert header[-2:] == ["% sgemm", "torch % sgemm"]
+    forward = next(r for r in rows if r[1] == "forward")
+    assert forward[-1] == "60%" and forward[-2] == "60%"
+    # A goal that is met says nothing about sgemm.
+    fast = [rb.Result(case, mode, name, rb.OK, times=[torch_s / (2 if name == "rnnfast" else 1)])
+            for mode in case.modes for name in ("rnnfast", "torch")]
+    met = rb.Report(report.settings, fast, [sgemm_s], "", "test", {case: [sgemm_s]})
+    verdict = dict(rb.goals(met))["forward >= 1.25x torch on every shape"]
+    assert verdict.startswith("met (worst 2.00") and "sgemm" not in verdict
