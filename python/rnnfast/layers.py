@@ -221,13 +221,20 @@ class _RecurrentLayer(Module):
         bound = 1.0 / np.sqrt(self.hidden_size)
         self._params: dict[str, np.ndarray] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
+        # Per layer and direction, the (kernel argument, parameter name) pairs: looked up on every
+        # call, built once (formatting the names took a sixth of a small layer's forward).
+        self._direction_names: list[list[tuple[tuple[str, str], ...]]] = []
         for layer in range(self.num_layers):
+            self._direction_names.append([])
             for d in range(self.num_directions):
-                for short, shape in kind.param_shapes(self._layer_input_size(layer),
-                                                      self.hidden_size, self.bias).items():
-                    name = self._param_name(short, layer, d)
-                    self._shapes[name] = shape
-                    self._params[name] = init_rng.uniform(-bound, bound, shape).astype(self.dtype)
+                shapes = kind.param_shapes(self._layer_input_size(layer), self.hidden_size,
+                                           self.bias)
+                names = tuple((short, self._param_name(short, layer, d)) for short in shapes)
+                self._direction_names[layer].append(names)
+                for short, name in names:
+                    self._shapes[name] = shapes[short]
+                    self._params[name] = init_rng.uniform(-bound, bound,
+                                                          shapes[short]).astype(self.dtype)
         self.grads = {name: np.zeros_like(p) for name, p in self._params.items()}
 
     # -- sizes and names -----------------------------------------------------------------------
@@ -248,8 +255,7 @@ class _RecurrentLayer(Module):
         return f"{_TORCH_NAMES[short]}_l{layer}" + ("_reverse" if d == 1 else "")
 
     def _direction_params(self, layer: int, d: int) -> dict[str, np.ndarray]:
-        shapes = self._kind.param_shapes(self._layer_input_size(layer), self.hidden_size, self.bias)
-        return {short: self._params[self._param_name(short, layer, d)] for short in shapes}
+        return {short: self._params[name] for short, name in self._direction_names[layer][d]}
 
 
     # -- inputs ----------------------------------------------------------------------------------
