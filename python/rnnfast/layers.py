@@ -406,8 +406,8 @@ class _RecurrentLayer(Module):
                 dx_d, ds0_d, g = self._kind.backward(
                     k, dys[d], tuple(s[idx] for s in ds_n), rec["x"], rec["s0"][d], p,
                     rec["caches"][d], d == 1, lens)
-                for short in p:
-                    self.grads[self._param_name(short, layer, d)] += g["d" + short]
+                for short, name in self._direction_names[layer][d]:
+                    self.grads[name] += g["d" + short]
                 for dst, src in zip(ds_0, ds0_d):
                     dst[idx] = src
                 dx = dx_d if dx is None else dx + dx_d
