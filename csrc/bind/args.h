@@ -17,9 +17,9 @@ namespace rnnfast::bind {
 
 namespace py = pybind11;
 
-// A null array handle: "not given". (A default-constructed py::array is a real, empty array: a
-// NumPy allocation each, which every array field of a call defaulted that way paid: 13 of them made
-// a cell step at H = 16 cost 4.1 us instead of 2.x us.)
+// A null array handle: "not given". (A default-constructed py::array is a real, empty array, one
+// NumPy allocation each: the 13 array fields of an LSTM call, defaulted that way, made a step at
+// B = 1, H = 16 cost 3.8-4.5 us instead of 1.9-3.0 us.)
 template <typename A = py::array>
 inline A absent() { return py::reinterpret_steal<A>(py::handle()); }
 inline bool given(const py::array& a) { return a.ptr() != nullptr; }

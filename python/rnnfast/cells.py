@@ -96,7 +96,8 @@ def gru_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
     -------
     h_new : [B, H] or [H]
     """
-    # Options at _core's default are left out: each keyword argument costs pybind11 about 1 us.
+    # Options at _core's default are left out: with any keyword argument, a pybind11 call takes
+    # a slower path (about 0.8 us more here).
     options = {} if linear_before_reset else {"linear_before_reset": False}
     (_, h_n, _), unbatched = _step(_core.gru_forward, x, {"h": h}, w_ih, w_hh, b_ih, b_hh,
                                    **options)
