@@ -818,6 +818,14 @@ class Report:
             return math.nan
         return theirs.median_ms / mine.median_ms
 
+    def sgemm_fraction(self, case: Case, mode: str, contender: str) -> float:
+        """contender's GFLOP/s / the sgemm throughput timed next to the case; NaN unless it was
+        timed."""
+        r = self.find(case, mode, contender)
+        if r is None or not r.timed:
+            return math.nan
+        return r.gflops / self.case_sgemm_gflops(case)
+
     @property
     def refused(self) -> list[Result]:
         return [r for r in self.results if r.status in (WRONG, FAILED)]
@@ -926,10 +934,8 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 def _fmt_sgemm_pct(report: Report, case: Case, mode: str, contender: str) -> str:
-    r = report.find(case, mode, contender)
-    if r is None or not r.timed:
-        return "-"
-    return f"{100 * r.gflops / report.case_sgemm_gflops(case):.0f}%"
+    fraction = report.sgemm_fraction(case, mode, contender)
+    return "-" if math.isnan(fraction) else f"{100 * fraction:.0f}%"
 
 
 def geomean(values: Iterable[float]) -> float:
@@ -961,8 +967,9 @@ def _worst(report: Report, cases: Sequence[Case], mode: str, value: Callable[[Ca
     v, c = min(measured, key=lambda vc: vc[0])
     missing = len(cases) - len(measured)
     tail = f"; {missing} row(s) not measured" if missing else ""
-    if v < target and need is not None and not math.isnan(need(c)):
-        tail += f"; meeting it there needs {100 * need(c):.0f}% of sgemm"
+    needed = need(c) if v < target and need is not None else math.nan
+    if not math.isnan(needed):
+        tail += f"; meeting it there needs {100 * needed:.0f}% of sgemm"
     return f"{'met' if v >= target else 'MISSED'} (worst {v:.2f} at {c.label} {mode}{tail})"
 
 
@@ -972,10 +979,7 @@ def needed_sgemm_fraction(report: Report, case: Case, mode: str, competitor: str
     ``target`` times faster than ``competitor`` there: target * the competitor's GFLOP/s / sgemm's
     (NaN unless the competitor was timed). Above 1, a goal asks for more than the yardstick GEMM
     reaches on the machine: the competitor itself is within 1 / target of it."""
-    theirs = report.find(case, mode, competitor)
-    if theirs is None or not theirs.timed:
-        return math.nan
-    return target * theirs.gflops / report.case_sgemm_gflops(case)
+    return target * report.sgemm_fraction(case, mode, competitor)
 
 
 def goals(report: Report) -> list[tuple[str, str]]:
@@ -990,12 +994,7 @@ def goals(report: Report) -> list[tuple[str, str]]:
         return lambda c: report.speedup(c, mode, name)
 
     def sgemm_fraction(mode):
-        def value(c):
-            r = report.find(c, mode, "rnnfast")
-            if r is None or not r.timed:
-                return math.nan
-            return r.gflops / report.case_sgemm_gflops(c)
-        return value
+        return lambda c: report.sgemm_fraction(c, mode, "rnnfast")
 
     def need(name, mode, target):
         return lambda c: needed_sgemm_fraction(report, c, mode, name, target)
@@ -1094,7 +1093,7 @@ def csv_rows(report: Report) -> list[dict[str, Any]]:
             "min_ms": f"{r.min_ms:.6g}" if timed else "",
             "speedup": "" if math.isnan(speedup) else f"{speedup:.4g}",
             "gflops": f"{r.gflops:.4g}" if timed else "",
-            "sgemm_pct": f"{100 * r.gflops / report.case_sgemm_gflops(c):.3g}" if timed else "",
+            "sgemm_pct": f"{100 * report.sgemm_fraction(c, r.mode, r.contender):.3g}" if timed else "",
             "max_rel_error": "" if math.isnan(r.error) else f"{r.error:.3g}",
             "threads": report.settings.threads, "note": r.note})
     return rows
