@@ -6,9 +6,10 @@
 // recurrent weights are packed once and then reused by every time step (as oneDNN does).
 //
 // The micro-kernel computes an MR x NR block of C (MR x 2 NR with AVX-512) over a K-block of fixed
-// size kKC with FMAs, one k after another. The summation order of every element of C therefore depends on K only: not on
-// the tiling of M and N, not on the thread count, not on the alignment of any buffer. This is what
-// makes rnnfast's results bitwise reproducible across runs and thread counts.
+// size kKC with FMAs, one k after another. The summation order of every element of C therefore
+// depends on K only: not on the tiling of M and N, not on the thread count, not on the alignment
+// of any buffer. This is what makes rnnfast's results bitwise reproducible across runs and thread
+// counts.
 //
 // Threads: gemm_serial runs on the calling thread; par_gemm splits C into fixed tiles shared by
 // the threads of the enclosing OpenMP region (it must be called by all of them, or outside a
@@ -324,9 +325,14 @@ inline void micro_kernel(Index K, const T* a, Index lda, const T* b, Index bs, T
 
 #else  // AVX2
 
+// Not inlined: inlined into gemm_serial, GCC 12 kept 4-5 of the row pointers of A on the stack and
+// reloaded them every k (in the LSTM's and GRU's row-block loops); in a function of its own all
+// six fit in registers. Measured on an AMD EPYC (Zen 3, AVX2), 2 threads, paired medians of 8
+// alternating processes: LSTM training step B=16, T=100, H=256 0.89x the time, GRU forward B=64,
+// T=50, H=512 0.93x, LSTM forward B=64 0.98x and B=128, H=1024 0.99x.
 template <typename T, int MV, bool PackedA>
-inline void micro_kernel(Index K, const T* a, Index lda, const T* b, T* c, Index ldc, Index nv,
-                         bool accumulate) {
+[[gnu::noinline]] void micro_kernel(Index K, const T* a, Index lda, const T* b, T* c, Index ldc,
+                                    Index nv, bool accumulate) {
   using V = Vec<T>;
   const ABlock<MV, PackedA> A{lda};
   using R = typename V::R;
@@ -488,8 +494,10 @@ inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
 // product is summed in the lanes of one register over k (8 floats or 4 doubles with AVX2, twice
 // that with AVX-512, which folds them to 8 or 4 first), the lanes then added in a fixed order
 // (Vec::sum4), the tail of k last. (With AVX-512 the cell steps took 0.93x (LSTM) and 0.87x (GRU)
-// the time of the AVX2 loop, B = 1, H = 256, 2 threads, Xeon Ice Lake, 8 alternating processes.) Four rows of w at a time, each read once per row of A from L1;
-// the four lane reductions share one horizontal-add sequence. These weights stream from L3 (a
+// the time of the AVX2 loop, B = 1, H = 256, 2 threads, Xeon Ice Lake, 8 alternating processes.)
+// Four rows of w at a time, each read once per row of A from L1; the four lane reductions share
+// one horizontal-add sequence. (Eight rows at a time, the same sums: 1.05x the time of four in the
+// LSTM's cell step, AMD EPYC Zen 3, 2 threads.) These weights stream from L3 (a
 // cell's step at H = 256 reads 2 MB), and four rows of 1 KB are one 4 KB page, where the hardware
 // prefetcher starts over: so while multiplying four rows, the loop prefetches the next four, line
 // by line. In the LSTM's cell step (B = 1, H = 256, 2 threads) the shared reduction took 0.88x the
