@@ -20,7 +20,14 @@ inline std::atomic<int>& thread_setting() {
   static std::atomic<int> n{0};
   return n;
 }
+// A count for the calls made from one thread only, 0 = none: the layers run the two directions of
+// a bidirectional layer side by side, each direction's call on its share of the threads.
+inline int& local_thread_setting() {
+  static thread_local int n = 0;
+  return n;
+}
 inline int max_threads() {
+  if (const int local = local_thread_setting(); local > 0) return local;
   const int n = thread_setting().load(std::memory_order_relaxed);
   return n > 0 ? n : omp_get_max_threads();
 }

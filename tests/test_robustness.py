@@ -8,6 +8,8 @@
   down (run in a child interpreter: the huge arrays are views of a one-element buffer).
 - Concurrency: Python threads calling the kernels and the layers at once (the GIL is released in
   the kernels) get bitwise the results of a serial run; the thread count set applies to them too.
+  A bidirectional layer's two directions, run side by side on two threads, give the results of
+  running them one after the other, in forked children too.
 - Determinism: outputs and gradients are bitwise identical across repeated runs, thread counts 1
   and 2, memory alignments and whatever ran before (reused workspaces), for every cell variant,
   forward and backward, full and ragged, and for bidirectional 2-layer layers.
@@ -398,6 +400,118 @@ def test_thread_count_set_applies_in_every_thread(keep_threads):
         t.start()
         t.join()
     assert seen == {1: 1, 2: 2}, f"set in the main thread -> seen in another thread: {seen}"
+
+
+def test_local_thread_count_applies_to_the_calling_thread_only(keep_threads):
+    """_core.set_local_threads (the layers' side-by-side directions use it) overrides the count
+    for calls from the thread that set it, returns the previous setting, and 0 undoes it."""
+    rnnfast.set_num_threads(2)
+    assert _core.set_local_threads(1) == 0
+    try:
+        assert rnnfast.get_num_threads() == 1
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(rnnfast.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen == [2], "a local count leaked into another thread"
+        assert _core.set_local_threads(3) == 1
+        assert rnnfast.get_num_threads() == 3
+    finally:
+        assert _core.set_local_threads(0) == 3
+    assert rnnfast.get_num_threads() == 2
+    limit = 4 * os.cpu_count()
+    for bad in (-1, limit + 1):
+        with pytest.raises(ValueError, match=rf"n: expected 0 \(none\) or a thread count in "
+                                             rf"\[1, \d+\], got {bad}"):
+            _core.set_local_threads(bad)
+    assert rnnfast.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+@DTYPE
+def test_directions_side_by_side_give_the_serial_results(dtype, ragged, threads, keep_threads,
+                                                         monkeypatch):
+    """A bidirectional layer runs its two directions on two Python threads, each on half the
+    kernels' threads, when they are big enough: outputs, states, dx and every gradient are
+    bitwise those of running them one after the other. The threshold is forced both ways."""
+    from rnnfast import layers as layers_module
+    x, lengths = _layer_inputs(4)
+    lengths = lengths if ragged else None
+    _core.set_num_threads(threads)
+    submitted = []
+    real_submit = layers_module._side_thread.submit
+    monkeypatch.setattr(layers_module._side_thread, "submit",
+                        lambda f: submitted.append(1) or real_submit(f))
+    for k in range(3):
+        results = {}
+        for name, work in (("one after the other", float("inf")), ("side by side", 0.0)):
+            monkeypatch.setattr(layers_module, "_SIDE_BY_SIDE_WORK", work)
+            layer = _layers(dtype)[k]
+            before = len(submitted)
+            results[name] = _train_step(layer, x.astype(dtype), lengths, 5)
+            results[name].update({f"state{j}": s for j, s in enumerate(_flat(
+                layer.eval()(x.astype(dtype), lengths=lengths)))})
+            # 2 layers, forward and backward, and 2 more forwards in eval mode
+            assert len(submitted) - before == (0 if work else 6), name
+            assert rnnfast.get_num_threads() == threads, "the local thread count was not undone"
+        _assert_identical(results["side by side"], results["one after the other"],
+                          f"{type(layer).__name__}, {threads} threads")
+
+
+def test_an_error_in_the_side_direction_reaches_the_caller(keep_threads, monkeypatch):
+    """An exception raised on the second thread is raised by the layer's call, and both threads'
+    local thread counts are undone."""
+    from rnnfast import layers as layers_module
+    monkeypatch.setattr(layers_module, "_SIDE_BY_SIDE_WORK", 0.0)
+    _core.set_num_threads(2)
+    layer = rnnfast.GRU(4, 8, bidirectional=True)
+    real = layer._kind.forward
+    seen = []
+
+    def failing(k, x, s0, p, reverse, lengths, training):
+        seen.append((reverse, rnnfast.get_num_threads()))
+        if reverse:
+            raise RuntimeError("the reverse direction failed")
+        return real(k, x, s0, p, reverse, lengths, training)
+
+    monkeypatch.setattr(layer._kind, "forward", failing)
+    with pytest.raises(RuntimeError, match="the reverse direction failed"):
+        layer(np.zeros((3, 2, 4)))
+    assert sorted(seen) == [(False, 1), (True, 1)]
+    assert rnnfast.get_num_threads() == 2
+    after = layers_module._side_thread.submit(rnnfast.get_num_threads).result()
+    assert after == 2, "the side thread kept its local thread count"
+
+
+def side_by_side_after_fork():
+    """Run in a child: a bidirectional layer side by side, then again in a forked grandchild
+    (the side thread of the parent does not exist there); the grandchild's output must equal
+    the parent's."""
+    import rnnfast.layers as layers_module
+    layers_module._SIDE_BY_SIDE_WORK = 0.0
+    _core.set_num_threads(2)
+    layer = rnnfast.LSTM(4, 8, bidirectional=True).eval()
+    x = np.linspace(-1, 1, 3 * 2 * 4).reshape(3, 2, 4)
+    y = layer(x)[0]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the grandchild
+        try:
+            os.write(write, layer(x)[0].tobytes())
+        finally:
+            os._exit(0)
+    os.close(write)
+    data = b""
+    while chunk := os.read(read, 1 << 16):
+        data += chunk
+    os.waitpid(pid, 0)
+    return bool(np.array_equal(np.frombuffer(data, y.dtype).reshape(y.shape), y))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_directions_side_by_side_work_in_a_forked_child():
+    assert run_in_child("test_robustness", "side_by_side_after_fork", timeout=120) is True
 
 
 def too_many_threads():

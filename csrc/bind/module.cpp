@@ -48,6 +48,20 @@ PYBIND11_MODULE(RNNFAST_MODULE, m) {
       },
       py::arg("n"), "Set the number of threads the kernels use.");
   m.def("get_num_threads", &rnnfast::max_threads, "The number of threads the kernels use.");
+  m.def(
+      "set_local_threads",
+      [](int n) {
+        if (n < 0 || n > rnnfast::thread_limit())
+          throw py::value_error("n: expected 0 (none) or a thread count in [1, " +
+                                std::to_string(rnnfast::thread_limit()) + "], got " +
+                                std::to_string(n));
+        const int previous = rnnfast::local_thread_setting();
+        rnnfast::local_thread_setting() = n;
+        return previous;
+      },
+      py::arg("n"),
+      "Set the threads of the kernel calls made from the calling thread only (0: the count of "
+      "set_num_threads); returns the previous setting.");
   m.def("build_info", []() {
     py::dict d;
     d["version"] = RNNFAST_VERSION;

@@ -90,6 +90,7 @@ rnn_forward = _impl.rnn_forward
 rnn_backward = _impl.rnn_backward
 set_num_threads = _impl.set_num_threads
 get_num_threads = _impl.get_num_threads
+set_local_threads = _impl.set_local_threads
 
 
 def build_info() -> dict[str, str]:
