@@ -484,6 +484,24 @@ def test_an_error_in_the_side_direction_reaches_the_caller(keep_threads, monkeyp
     assert after == 2, "the side thread kept its local thread count"
 
 
+def test_directions_side_by_side_during_interpreter_shutdown():
+    """At exit no new thread may start (concurrent.futures refuses): a layer called from an atexit
+    handler runs its directions one after the other instead of failing."""
+    import subprocess
+    import sys
+    code = ("import atexit, numpy as np, rnnfast, rnnfast.layers as L\n"
+            "L._SIDE_BY_SIDE_WORK = 0.0\n"
+            "rnnfast.set_num_threads(2)\n"
+            "layer = rnnfast.GRU(4, 8, bidirectional=True).eval()\n"
+            "x = np.ones((3, 2, 4))\n"
+            "y = layer(x)[0]\n"
+            "atexit.register(lambda: print('same at exit:', np.array_equal(layer(x)[0], y)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "same at exit: True" in done.stdout, done.stdout + done.stderr
+
+
 def side_by_side_after_fork():
     """Run in a child: a bidirectional layer side by side, then again in a forked grandchild
     (the side thread of the parent does not exist there); the grandchild's output must equal

@@ -179,10 +179,11 @@ def _merge_backward(mode: str, dout: np.ndarray, ys: list[np.ndarray]) -> list[n
 # thread, each on half the kernels' threads, they share no barrier, where one call after the other,
 # each on all the threads, meets the threads at a barrier every step. The results are bitwise the
 # same (they never depend on the thread count). Below _SIDE_BY_SIDE_WORK multiply-adds per
-# direction the hand-over to the second thread costs more than it saves: 0.1-0.3 ms per call on
-# a 2-core AMD EPYC (Zen 3), where a 2-layer bidirectional LSTM forward took 1.2-1.6x the time side
-# by side at 1.3-3.3 million multiply-adds per direction, 0.93x at 13 million (B=1, T=100, H=128)
-# and 0.65-0.95x at B=8-64, H=128-512 (medians of 7-11 interleaved runs).
+# direction the hand-over to the second thread (waking it, about 0.1-0.35 ms) costs more than it
+# saves. On a 2-core AMD EPYC (Zen 3), 2-layer bidirectional layers side by side took, against one
+# direction after the other (medians of 7-61 interleaved runs): LSTM forward 1.1-4x the time at
+# 0.16-3.3 million multiply-adds per direction, 0.93x at 13 million (B=1, T=100, H=128),
+# 0.65-0.96x for LSTMs and GRUs at B=8-64, H=128-512; training steps 0.63-1.10x (mostly < 1).
 
 _SIDE_BY_SIDE_WORK = 1.0e7
 _R = TypeVar("_R")
@@ -229,7 +230,10 @@ def _each_direction(f: Callable[[int], _R], D: int, kernels: Any, work: float) -
     threads = _core.get_num_threads()
     if D == 1 or kernels is not _core or threads < 2 or work < _SIDE_BY_SIDE_WORK:
         return [f(d) for d in range(D)]
-    second = _side_thread.submit(_on_threads(lambda: f(1), threads // 2))
+    try:
+        second = _side_thread.submit(_on_threads(lambda: f(1), threads // 2))
+    except RuntimeError:  # no new threads once the interpreter shuts down
+        return [f(d) for d in range(D)]
     try:
         first = _on_threads(lambda: f(0), threads - threads // 2)()
     finally:
