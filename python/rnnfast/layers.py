@@ -478,6 +478,7 @@ class _RecurrentLayer(Module):
             if rec["mask"] is not None:
                 dout = dout * rec["mask"]
             dys = _merge_backward(self.merge_mode, dout, rec["ys"])
+
             def direction(d: int, rec: dict = rec, dys: list = dys, layer: int = layer) -> Any:
                 return self._kind.backward(
                     k, dys[d], tuple(s[layer * D + d] for s in ds_n), rec["x"], rec["s0"][d],
