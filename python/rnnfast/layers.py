@@ -227,8 +227,8 @@ def _on_threads(f: Callable[[], _R], n: int) -> Callable[[], _R]:
 def _each_direction(f: Callable[[int], _R], D: int, kernels: Any, work: float) -> list[_R]:
     """[f(d) for d in range(D)], the two directions side by side when it pays: with the compiled
     kernels, at least two threads and at least _SIDE_BY_SIDE_WORK multiply-adds per direction."""
-    threads = _core.get_num_threads()
-    if D == 1 or kernels is not _core or threads < 2 or work < _SIDE_BY_SIDE_WORK:
+    threads = 1 if D == 1 or kernels is not _core else _core.get_num_threads()
+    if threads < 2 or work < _SIDE_BY_SIDE_WORK:
         return [f(d) for d in range(D)]
     try:
         second = _side_thread.submit(_on_threads(lambda: f(1), threads // 2))
