@@ -176,11 +176,13 @@ struct Vec<float> {
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
-  // The lane sums of a, b, c, d into out[0..4), each as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) +
-  // (l6 + l7)).
-  static void sum4(float* out, R a, R b, R c, R d) {
+  // The lane sums of a, b, c, d into out[0..4) (added to what is there with accumulate), each as
+  // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
+  static void sum4(float* out, R a, R b, R c, R d, bool accumulate) {
     const R q = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1));
+    if (accumulate) s = _mm_add_ps(_mm_loadu_ps(out), s);
+    _mm_storeu_ps(out, s);
   }
 };
 template <>
@@ -192,11 +194,12 @@ struct Vec<double> {
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static void store(double* p, R v) { _mm256_storeu_pd(p, v); }
-  // The lane sums of a, b, c, d into out[0..4), each as (l0 + l1) + (l2 + l3).
-  static void sum4(double* out, R a, R b, R c, R d) {
+  // The lane sums of a, b, c, d into out[0..4) (as above), each as (l0 + l1) + (l2 + l3).
+  static void sum4(double* out, R a, R b, R c, R d, bool accumulate) {
     const R ab = _mm256_hadd_pd(a, b), cd = _mm256_hadd_pd(c, d);
-    _mm256_storeu_pd(out, _mm256_add_pd(_mm256_permute2f128_pd(ab, cd, 0x20),
-                                        _mm256_permute2f128_pd(ab, cd, 0x31)));
+    R s = _mm256_add_pd(_mm256_permute2f128_pd(ab, cd, 0x20), _mm256_permute2f128_pd(ab, cd, 0x31));
+    if (accumulate) s = _mm256_add_pd(_mm256_loadu_pd(out), s);
+    _mm256_storeu_pd(out, s);
   }
 };
 
@@ -239,8 +242,8 @@ struct Zmm<float> {
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   // The lane sums of a, b, c, d into out[0..4): lanes l and l + 8 added first, then as Vec::sum4.
-  static void sum4(float* out, R a, R b, R c, R d) {
-    Vec<float>::sum4(out, fold(a), fold(b), fold(c), fold(d));
+  static void sum4(float* out, R a, R b, R c, R d, bool accumulate) {
+    Vec<float>::sum4(out, fold(a), fold(b), fold(c), fold(d), accumulate);
   }
   static __m256 fold(R v) {
     return _mm256_add_ps(_mm512_castps512_ps256(v),
@@ -261,8 +264,8 @@ struct Zmm<double> {
   static R bcast(const double* p) { return _mm512_set1_pd(*p); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
-  static void sum4(double* out, R a, R b, R c, R d) {
-    Vec<double>::sum4(out, fold(a), fold(b), fold(c), fold(d));
+  static void sum4(double* out, R a, R b, R c, R d, bool accumulate) {
+    Vec<double>::sum4(out, fold(a), fold(b), fold(c), fold(d), accumulate);
   }
   static __m256d fold(R v) {
     return _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
@@ -502,7 +505,10 @@ inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
 // prefetcher starts over: so while multiplying four rows, the loop prefetches the next four, line
 // by line. In the LSTM's cell step (B = 1, H = 256, 2 threads) the shared reduction took 0.88x the
 // time of storing the lanes and adding them one by one, and the prefetch 0.95x the time without it
-// (0.91x on one thread; 0.84x for these dot products alone over the same 2 MB).
+// (0.91x on one thread; 0.84x for these dot products alone over the same 2 MB). The four sums of
+// a group go to C as one vector store (or add): written to a stack array and read back one by one,
+// they cost a store-to-load forwarding stall per group of four 1 KB rows, and the LSTM's cell step
+// took 1.09x the time (Zen 3, B = 1, H = 256, 2 threads, in-process pairs; 1.16x at H = 128).
 template <typename T>
 inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w, Index ldw,
                     bool accumulate, T* C, Index ldc) {
@@ -540,8 +546,12 @@ inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w
           for (Index l = 0; l < kLine; l += L) step(k + l);
         }
       for (; k < Kv; k += L) step(k);
+      if (nr == 4 && Kv == K) {  // the four sums go straight to their four consecutive outputs
+        V::sum4(C + m * ldc + n, s0, s1, s2, s3, accumulate);
+        continue;
+      }
       alignas(32) T r[4];
-      V::sum4(r, s0, s1, s2, s3);
+      V::sum4(r, s0, s1, s2, s3, false);
       for (Index q = 0; q < nr; ++q) {
         for (Index kt = Kv; kt < K; ++kt) r[q] += a[kt] * ws[q][kt];
         T* c = C + m * ldc + n + q;
