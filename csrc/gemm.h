@@ -509,7 +509,7 @@ inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
 // a group go to C as one vector store (or add): written to a stack array and read back one by one,
 // they cost a store-to-load forwarding stall per group of four 1 KB rows: the cell steps took
 // 1.07x (LSTM) and 1.12x (GRU) the time (Zen 3, B = 1, H = 256, 2 threads, in-process pairs of
-// the two builds, whose null pair measured 0.99-1.00x; 1.14x for both at H = 128).
+// the two builds, whose null pair measured 0.99-1.00x; 1.14x-1.16x at H = 128).
 template <typename T>
 inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w, Index ldw,
                     bool accumulate, T* C, Index ldc) {
