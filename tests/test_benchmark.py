@@ -108,6 +108,25 @@ def test_lengths_script_quick():
     assert all(float(r[7]) > 0 and float(r[9]) > 0 for r in rows)
 
 
+def test_threads_script_tiny():
+    """bench/threads.py: one row per cell and importable library, every contender checked against
+    the reference before it is timed; fewer than 2 threads is refused (1 is always measured)."""
+    script = str(ROOT / "bench" / "threads.py")
+    done = subprocess.run([sys.executable, script, "--shapes", "2,3,8", "--threads", "2",
+                           "--repeats", "1", "--markdown"], capture_output=True, text=True,
+                          check=True)
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| lstm")
+            or line.startswith("| gru")]
+    libraries = {"rnnfast"} | {name for name, module in (("torch", "torch"), ("ORT", "onnxruntime"))
+                               if _available(module)}
+    assert len(rows) == 2 * len(libraries)
+    assert {r[1] for r in rows} == libraries
+    assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows)
+    refused = subprocess.run([sys.executable, script, "--threads", "1"], capture_output=True,
+                             text=True, check=False)
+    assert refused.returncode == 2 and "--threads: expected at least 2" in refused.stderr
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_onnx_and_torch_agree_with_the_reference(cell):
     pytest.importorskip("torch")
