@@ -167,6 +167,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
       tile_recurrent_gemm<T>(rc, count * nu, h_act, lda, w_rzn, lbr ? count : 2, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {
         T* a_row = a_t + b * GH;
+        if (b + 1 < B) prefetch_gate_units(a_row + GH, count, H, tl);
         const bool act = seq.active(t, b);
         if (!act) {
           zero_gates(a_row, H, tl);

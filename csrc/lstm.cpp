@@ -243,6 +243,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
       tile_recurrent_gemm<T>(r, count * n, h_act, lda, packed, count, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {
         T* a_row = a_t + b * GH;
+        if (b + 1 < B) prefetch_gate_units(a_row + GH, count, H, tl);
         const bool act = seq.active(t, b);
         if (act) {
           lstm_row_forward(a_row, r + (i++) * count * n, bias_or_null(bias), w.w_peep,
