@@ -290,7 +290,7 @@ PackedB<T> pack_weight(const T* w, Index N, Index K, const Seq& s) {
 }
 
 // Prefetches the units of a tile in each of the G gate blocks of one row (gate g at row + g * H):
-// the gate passes walk the rows of a step's projected inputs one tile at a time, 4 G H bytes apart,
+// the gate passes walk the rows of a step's projected inputs one tile at a time, G H elements apart,
 // a stride no hardware prefetcher follows, so each pass fetches the next row's lines while it
 // computes this one. (The projected inputs come from L3: between their chunk's GEMM and their step
 // the recurrent weights stream past. A standalone LSTM gate pass over such rows took 6.4-7.4 ns a
