@@ -290,11 +290,11 @@ PackedB<T> pack_weight(const T* w, Index N, Index K, const Seq& s) {
 }
 
 // Prefetches the units of a tile in each of the G gate blocks of one row (gate g at row + g * H):
-// the gate passes walk the rows of a step's projected inputs one tile at a time, G H elements apart,
-// a stride no hardware prefetcher follows, so each pass fetches the next row's lines while it
-// computes this one. (The projected inputs come from L3: between their chunk's GEMM and their step
-// the recurrent weights stream past. A standalone LSTM gate pass over such rows took 6.4-7.4 ns a
-// unit with this prefetch against 9-12 without, 4.8 on rows in L2; the LSTM forward took
+// the gate passes walk the rows of a step's projected inputs one tile at a time, G H elements
+// apart, a stride no hardware prefetcher follows, so each pass fetches the next row's lines while
+// it computes this one. (The projected inputs come from L3: between their chunk's GEMM and their
+// step the recurrent weights stream past. A standalone LSTM gate pass over such rows took 6.4-7.4
+// ns a unit with this prefetch against 9-12 without, 4.8 on rows in L2; the LSTM forward took
 // 0.95x-1.01x the time, the GRU forward 0.95x-0.99x, B = 16-128, in-process pairs, Zen 3.)
 template <typename T>
 inline void prefetch_gate_units(const T* row, Index G, Index H, Tile tl) {
