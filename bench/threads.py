@@ -24,6 +24,9 @@ import rnnfast
 from rnnfast import benchmark as bm
 
 DEFAULT_SHAPES = ((16, 100, 256), (64, 50, 512))
+# The libraries timed: rnnfast, and each competitor that imports here.
+LIBRARIES = ("rnnfast",) + tuple(n for n in ("torch", "onnxruntime")
+                                 if bm.missing_module(n) is None)
 
 
 def contenders(case: bm.Case, threads: int) -> dict[tuple[str, int], Callable[[], Any]]:
@@ -31,22 +34,19 @@ def contenders(case: bm.Case, threads: int) -> dict[tuple[str, int], Callable[[]
     problem = bm.make_problem(case)
     expected = bm.judge(case, problem).forward()
     out = {}
-    for name in ("rnnfast", "torch", "onnxruntime"):
-        if bm.missing_module(name) is not None:
-            continue
+    for name in LIBRARIES:
         for n in sorted({1, threads}):
-            fn = bm.build_contender(name, case, problem, n).forward
-            error, where = bm.compare(fn(), expected)
-            if not error <= bm.tolerance("forward"):
-                raise RuntimeError(f"{name} ({n} threads) disagrees with the reference: relative "
-                                   f"error {error:.2e} in {where}")
-            out[(name, n)] = fn
+            contender = bm.build_contender(name, case, problem, n)
+            result = bm.verify(contender, "forward", expected, case)
+            if result.status != bm.OK:
+                raise RuntimeError(f"{name} ({n} threads): {result.note}")
+            out[(name, n)] = result.fn
     return out
 
 
 def set_threads(n: int) -> None:
     rnnfast.set_num_threads(n)
-    if bm.missing_module("torch") is None:
+    if "torch" in LIBRARIES:
         import torch
 
         torch.set_num_threads(n)
@@ -73,9 +73,7 @@ def measure(case: bm.Case, threads: int, repeats: int) -> dict[tuple[str, int], 
 def rows(case: bm.Case, threads: int, med: dict[tuple[str, int], float]) -> list[list[str]]:
     flops = case.flops("forward")
     out = []
-    for name in ("rnnfast", "torch", "onnxruntime"):
-        if (name, 1) not in med:
-            continue
+    for name in LIBRARIES:
         t1, tn = med[(name, 1)], med[(name, threads)]
         vs1 = "-" if name == "rnnfast" else f"{t1 / med[('rnnfast', 1)]:.2f}x"
         vsn = "-" if name == "rnnfast" else f"{tn / med[('rnnfast', threads)]:.2f}x"
