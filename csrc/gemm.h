@@ -6,10 +6,11 @@
 // recurrent weights are packed once and then reused by every time step (as oneDNN does).
 //
 // The micro-kernel computes an MR x NR block of C (MR x 2 NR with AVX-512) over a K-block of fixed
-// size kKC with FMAs, one k after another. The summation order of every element of C therefore
-// depends on K only: not on the tiling of M and N, not on the thread count, not on the alignment
-// of any buffer. This is what makes rnnfast's results bitwise reproducible across runs and thread
-// counts.
+// size kKC with FMAs, one k after another (blocks of one or two rows split k into 2-4 chains, see
+// the kernels). The summation order of every element of C therefore depends on K and on the row
+// count of the GEMM call (or tile) it belongs to only: not on the thread count, not on the
+// alignment of any buffer. This is what makes rnnfast's results bitwise reproducible across runs
+// and thread counts.
 //
 // Threads: gemm_serial runs on the calling thread; par_gemm splits C into fixed tiles shared by
 // the threads of the enclosing OpenMP region (it must be called by all of them, or outside a
@@ -595,16 +596,24 @@ inline void gemm_serial(Index M, Index N, const T* A, Index lda, const PackedB<T
   // L1 while the B panels stream past it sequentially. (Panels outermost instead re-read all of A's
   // strided rows from L2 for every panel: against OpenBLAS's sgemm on one thread, 0.79x instead of
   // 1.02x at M = 96, N = 128, K = 256 and 0.62x instead of 1.00x at M = 256, N = 1024, K = 256.)
+  // The M rows are cut into ceil(M / kMR) blocks of near-equal size (16 rows: 5, 5, 6, not 6, 6,
+  // 4): a short last block has too few FMA chains to hide their latency and loads B's panels for
+  // few rows. AVX2, Zen 3, in-process pairs against blocks of kMR and a remainder: LSTM forward
+  // 0.91x-0.95x the time at B = 16-128 (1 and 2 threads), GRU forward 0.96x-0.99x, training
+  // 0.97x-0.99x; a null pair of identical builds 0.97x-1.02x.
+  const Index blocks = (M + kMR - 1) / kMR;
   for (Index k0 = 0; k0 < K; k0 += kKC) {
     const Index kc = std::min(kKC, K - k0);
     const bool acc = accumulate || k0 > 0;
     for (Index j0 = 0; j0 < N; j0 += kSerialNC) {
       const Index j1 = std::min(N, j0 + kSerialNC);
-      for (Index i = 0; i < M; i += kMR)
+      for (Index blk = 0; blk < blocks; ++blk) {
+        const Index i = blk * M / blocks, mv = (blk + 1) * M / blocks - i;
         for (Index j = j0; j < j1; j += kTilePanels * NR)
-          detail::micro_tile<T>(std::min(kMR, M - i), kc, A + i * lda + k0, lda,
-                                B.at_column(col0 + j) + k0 * NR, B.panel_stride(),
-                                C + i * ldc + j, ldc, std::min(kTilePanels * NR, j1 - j), acc);
+          detail::micro_tile<T>(mv, kc, A + i * lda + k0, lda, B.at_column(col0 + j) + k0 * NR,
+                                B.panel_stride(), C + i * ldc + j, ldc,
+                                std::min(kTilePanels * NR, j1 - j), acc);
+      }
     }
   }
 }
