@@ -478,12 +478,22 @@ inline void micro_tile(Index mv, Index K, const T* a, Index lda, const T* b, Ind
 // read from row krows[k] instead when krows is given) of an A^T operand for
 // micro_kernel<PackedA>: row block i (rows [i, i + mv), mv = min(kMR, rows - i)) starts at
 // dst + i * kc and holds its mv values of each k contiguously. Each row of the source is read
-// once, left to right.
+// once, left to right; the row kAhead rows further is prefetched meanwhile: the rows are lda
+// apart (G H elements for the gate gradients, a page or more), so each starts a new page, where
+// the hardware prefetcher starts over. (LSTM training step, in-process pairs, Zen 3: 0.92x-0.99x
+// the time at B = 16, T = 100, H = 256 and 0.93x-0.98x at B = 64, T = 50, H = 512 on 2 threads;
+// on one 0.94x-0.98x and 0.97x-1.00x, once 1.12x in a short noisy run; bitwise the same.)
 template <typename T>
 inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
                          const Index* krows = nullptr) {
+  constexpr Index kAhead = 8, kLine = 64 / sizeof(T);
   for (Index k = 0; k < kc; ++k) {
     const T* src = A + (krows != nullptr ? krows[k] : k) * lda;
+    if (k + kAhead < kc) {
+      const T* ahead = A + (krows != nullptr ? krows[k + kAhead] : k + kAhead) * lda;
+      for (Index r = 0; r < rows; r += kLine) __builtin_prefetch(ahead + r);
+      __builtin_prefetch(ahead + rows - 1);
+    }
     for (Index i = 0; i < rows; i += kMR) {
       const Index mv = std::min(kMR, rows - i);
       T* d = dst + i * kc + k * mv;
