@@ -150,6 +150,14 @@ class PackedB {
   Index ldw_ = 0, g0_ = 0, G_ = 1, H_ = 0;
 };
 
+// Prefetches the cache lines of p[0, n) (n >= 1) into L1, the line of the last element included.
+template <typename T>
+inline void prefetch_range(const T* p, Index n) {
+  constexpr Index kLine = 64 / sizeof(T);
+  for (Index u = 0; u < n; u += kLine) __builtin_prefetch(p + u);
+  __builtin_prefetch(p + n - 1);
+}
+
 namespace detail {
 
 // micro_kernel<T, MV, PackedA>: C[MV x nv] (+)= A[MV x K] * Bpanel[K x NR], MV <= kMR, nv <= NR,
@@ -492,14 +500,11 @@ inline void micro_tile(Index mv, Index K, const T* a, Index lda, const T* b, Ind
 template <typename T>
 inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
                          const Index* krows = nullptr) {
-  constexpr Index kAhead = 8, kLine = 64 / sizeof(T);
+  constexpr Index kAhead = 8;
+  auto source_row = [&](Index k) { return A + (krows != nullptr ? krows[k] : k) * lda; };
   for (Index k = 0; k < kc; ++k) {
-    const T* src = A + (krows != nullptr ? krows[k] : k) * lda;
-    if (k + kAhead < kc) {
-      const T* ahead = A + (krows != nullptr ? krows[k + kAhead] : k + kAhead) * lda;
-      for (Index r = 0; r < rows; r += kLine) __builtin_prefetch(ahead + r);
-      __builtin_prefetch(ahead + rows - 1);
-    }
+    const T* src = source_row(k);
+    if (k + kAhead < kc) prefetch_range(source_row(k + kAhead), rows);
     for (Index i = 0; i < rows; i += kMR) {
       const Index mv = std::min(kMR, rows - i);
       T* d = dst + i * kc + k * mv;

@@ -298,11 +298,7 @@ PackedB<T> pack_weight(const T* w, Index N, Index K, const Seq& s) {
 // 0.95x-1.01x the time, the GRU forward 0.95x-0.99x, B = 16-128, in-process pairs, Zen 3.)
 template <typename T>
 inline void prefetch_gate_units(const T* row, Index G, Index H, Tile tl) {
-  constexpr Index kLine = 64 / sizeof(T);
-  for (Index g = 0; g < G; ++g) {
-    for (Index u = tl.lo; u < tl.hi; u += kLine) __builtin_prefetch(row + g * H + u);
-    __builtin_prefetch(row + g * H + tl.hi - 1);  // the line of the last unit, if it is one more
-  }
+  for (Index g = 0; g < G; ++g) prefetch_range(row + g * H + tl.lo, tl.size());
 }
 
 // out (M, G*n) with leading dimension ldo = h (M, K; rows ldh apart) * (the tile's G*n columns of
