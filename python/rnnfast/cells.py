@@ -17,6 +17,9 @@ from ._convert import as_float, as_optional_float, compute_dtype
 
 __all__ = ["lstm_cell", "gru_cell", "rnn_cell"]
 
+_LSTM_STATES = ("h", "c")  # the state arguments of each kernel, in order
+_H_STATE = ("h",)
+
 
 def _step_inputs(x: Any, states: dict[str, Any], weights: dict[str, Any]):
     """Convert a cell call's arrays; return (x [1, B, I], states [B, *], weights, unbatched)."""
@@ -36,25 +39,31 @@ def _step_inputs(x: Any, states: dict[str, Any], weights: dict[str, Any]):
     return (xa[None, None] if unbatched else xa[None]), out_states, out_weights, unbatched
 
 
-def _step(forward: Any, x: Any, states: dict[str, Any], w_ih: Any, w_hh: Any, b_ih: Any,
-          b_hh: Any, **options: Any) -> tuple[tuple[Any, ...], bool]:
-    """One step of ``forward`` (an ``_core`` kernel): (its outputs, whether x is unbatched).
-    Arrays the kernel accepts go to it as they are: _core checks every argument (types, dtypes,
-    shapes, layout) and converts nothing, so whatever it accepts is what ``_step_inputs`` would
-    hand it unchanged. What it refuses goes through ``_step_inputs``, which converts it or reports
-    the error. (A step at H = 256 spends about 4 us in ``_step_inputs``, a tenth of the step.)"""
-    weights = (w_ih, w_hh, b_ih, b_hh)
+def _step(forward: Any, x: Any, names: tuple[str, ...], states: tuple[Any, ...], w_ih: Any,
+          w_hh: Any, b_ih: Any, b_hh: Any, options: dict[str, Any] | None = None
+          ) -> tuple[tuple[Any, ...], bool]:
+    """One step of ``forward`` (an ``_core`` kernel) on the states ``states`` (named ``names``):
+    (its outputs, whether x is unbatched). Arrays the kernel accepts go to it as they are: _core
+    checks every argument (types, dtypes, shapes, layout) and converts nothing, so whatever it
+    accepts is what ``_step_inputs`` would hand it unchanged. What it refuses goes through
+    ``_step_inputs``, which converts it or reports the error. (A step at H = 256 spends about 4 us
+    in ``_step_inputs``, a tenth of the step.) Options at _core's default are left out (None): with
+    any keyword argument, a pybind11 call takes a slower path (about 0.8 us more here)."""
     if type(x) is np.ndarray and x.ndim in (1, 2):
+        unbatched = x.ndim == 1
         try:
-            if x.ndim == 2:
-                return forward(x[None], *states.values(), *weights, **options), False
-            return forward(x[None, None], *(s[None] for s in states.values()), *weights,
-                           **options), True
+            if unbatched:
+                x3, s3 = x[None, None], tuple(s[None] for s in states)
+            else:
+                x3, s3 = x[None], states
+            if options is None:
+                return forward(x3, *s3, w_ih, w_hh, b_ih, b_hh), unbatched
+            return forward(x3, *s3, w_ih, w_hh, b_ih, b_hh, **options), unbatched
         except (TypeError, ValueError):
             pass
-    x3, s, w, unbatched = _step_inputs(x, states, dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"),
-                                                           weights)))
-    return forward(x3, *s.values(), *w.values(), **options), unbatched
+    x3, s, w, unbatched = _step_inputs(x, dict(zip(names, states)),
+                                       {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    return forward(x3, *s.values(), *w.values(), **(options or {})), unbatched
 
 
 def lstm_cell(x: ArrayLike, h: ArrayLike, c: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
@@ -74,7 +83,7 @@ def lstm_cell(x: ArrayLike, h: ArrayLike, c: ArrayLike, w_ih: ArrayLike, w_hh: A
     -------
     (h_new, c_new) : [B, H] or [H] each
     """
-    (_, h_n, c_n, _), unbatched = _step(_core.lstm_forward, x, {"h": h, "c": c}, w_ih, w_hh,
+    (_, h_n, c_n, _), unbatched = _step(_core.lstm_forward, x, _LSTM_STATES, (h, c), w_ih, w_hh,
                                         b_ih, b_hh)
     return (h_n[0], c_n[0]) if unbatched else (h_n, c_n)
 
@@ -96,11 +105,9 @@ def gru_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
     -------
     h_new : [B, H] or [H]
     """
-    # Options at _core's default are left out: with any keyword argument, a pybind11 call takes
-    # a slower path (about 0.8 us more here).
-    options = {} if linear_before_reset else {"linear_before_reset": False}
-    (_, h_n, _), unbatched = _step(_core.gru_forward, x, {"h": h}, w_ih, w_hh, b_ih, b_hh,
-                                   **options)
+    options = None if linear_before_reset else {"linear_before_reset": False}
+    (_, h_n, _), unbatched = _step(_core.gru_forward, x, _H_STATE, (h,), w_ih, w_hh, b_ih, b_hh,
+                                   options)
     return h_n[0] if unbatched else h_n
 
 
@@ -123,7 +130,7 @@ def rnn_cell(x: ArrayLike, h: ArrayLike, w_ih: ArrayLike, w_hh: ArrayLike,
     h_new : [B, H] or [H]
     """
     plain_tanh = type(nonlinearity) is str and nonlinearity == "tanh"
-    options = {} if plain_tanh else {"nonlinearity": nonlinearity}  # as in gru_cell
-    (_, h_n, _), unbatched = _step(_core.rnn_forward, x, {"h": h}, w_ih, w_hh, b_ih, b_hh,
-                                   **options)  # nonlinearity is checked by _core
+    options = None if plain_tanh else {"nonlinearity": nonlinearity}  # see _step
+    (_, h_n, _), unbatched = _step(_core.rnn_forward, x, _H_STATE, (h,), w_ih, w_hh, b_ih, b_hh,
+                                   options)  # nonlinearity is checked by _core
     return h_n[0] if unbatched else h_n
