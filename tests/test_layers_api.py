@@ -466,6 +466,30 @@ def test_failed_load_state_dict_leaves_the_weights_alone(change, error, says):
         np.testing.assert_array_equal(p, new[name], err_msg=name)
 
 
+@pytest.mark.parametrize("make", [lambda: rnnfast.LSTM(48, 40, num_layers=2, bidirectional=True),
+                                  lambda: rnnfast.GRU(24, 64, dtype=np.float64),
+                                  lambda: rnnfast.nn.Linear(40, 24),
+                                  lambda: rnnfast.nn.Embedding(30, 16)],
+                         ids=["lstm", "gru-float64", "linear", "embedding"])
+def test_parameters_start_on_64_byte_boundaries_and_stay_there(make):
+    """The single-step kernels read weights in place with 64-byte loads (rnnfast._module)."""
+    module = make()
+    live = module.parameters()
+    ids = {name: id(p) for name, p in live.items()}
+
+    def check(when):
+        for name, p in module.parameters().items():
+            assert p.ctypes.data % 64 == 0, f"{name} {when}: {p.ctypes.data % 64} bytes past a line"
+            assert p.flags.c_contiguous and p.flags.writeable, f"{name} {when}"
+            assert id(p) == ids[name], f"{name} {when}: replaced, not written in place"
+
+    check("new")
+    module.load_state_dict({name: p * 0.5 for name, p in module.state_dict().items()})
+    check("after load_state_dict")
+    rnnfast.optim.Adam(live, lr=0.1).step({name: np.ones_like(p) for name, p in live.items()})
+    check("after an Adam step")
+
+
 # ----------------------------------------------------------------------------------------------
 # Friendly inputs: converted once, giving the results of the strict ones.
 

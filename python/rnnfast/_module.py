@@ -25,6 +25,23 @@ def check_size(name: str, value: Any) -> int:
     return int(value)
 
 
+# Parameters start on a 64-byte boundary (a cache line, one AVX-512 register). A single step
+# (T * B <= 4) reads the weights in place with full-register loads; NumPy aligns large arrays to
+# 16 bytes only, and on such weights an LSTM step at H = 256 took 1.05x-1.15x the time of aligned
+# ones (Zen 4). Loading and optimising write the arrays in place, so they stay aligned.
+_PARAM_ALIGNMENT = 64
+
+
+def aligned_param(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """A C-contiguous copy of ``a`` in ``dtype`` whose data starts on a 64-byte boundary."""
+    a = np.asarray(a, dtype)
+    buf = np.empty(a.nbytes + _PARAM_ALIGNMENT, np.uint8)
+    start = -buf.ctypes.data % _PARAM_ALIGNMENT
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 class Module:
     dtype: np.dtype
     _params: dict[str, np.ndarray]

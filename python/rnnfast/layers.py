@@ -30,7 +30,7 @@ import inspect
 from . import _core, reference
 from ._convert import as_float, as_lengths, compute_dtype
 from ._io import load_npz, save_npz
-from ._module import Module, check_size
+from ._module import Module, aligned_param, check_size
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
@@ -305,8 +305,8 @@ class _RecurrentLayer(Module):
                 self._direction_names[layer].append(names)
                 for short, name in names:
                     self._shapes[name] = shapes[short]
-                    self._params[name] = init_rng.uniform(-bound, bound,
-                                                          shapes[short]).astype(self.dtype)
+                    self._params[name] = aligned_param(
+                        init_rng.uniform(-bound, bound, shapes[short]), self.dtype)
         self.grads = {name: np.zeros_like(p) for name, p in self._params.items()}
 
     # -- sizes and names -----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._convert import as_float, compute_dtype
-from ._module import Module, check_size
+from ._module import Module, aligned_param, check_size
 
 __all__ = ["Embedding", "Linear", "as_ids"]
 
@@ -50,7 +50,7 @@ class _Module(Module):
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
-        self._params = {name: p.astype(self.dtype) for name, p in params.items()}
+        self._params = {name: aligned_param(p, self.dtype) for name, p in params.items()}
         self._shapes = {name: p.shape for name, p in self._params.items()}
         self.grads = {name: np.zeros_like(p) for name, p in self._params.items()}
         self.training = True
