@@ -53,10 +53,26 @@ _TORCH_NAMES = {
 
 class _Kind:
     """What a cell kind shares: ``gates`` rows per unit in w_ih (G*H, I) and w_hh (G*H, P), where
-    P is the width of the first state (h)."""
+    P is the width of the first state (h). ``options``: the kind's keyword arguments to the
+    kernels that are not at their defaults."""
 
     gates: int
     state_names: tuple[str, ...] = ("h",)
+    options: dict[str, Any] = {}
+
+    def _forward(self, fn: Any, args: tuple[Any, ...], reverse: bool, lengths: Any,
+                 training: bool, **weights: Any) -> Any:
+        """fn(*args, ...) with only the keyword arguments that are not at the kernel's default:
+        with any keyword argument, a pybind11 call takes a slower path (see cells._step; a
+        layer's step at B=1, H=16 took about 1 us more)."""
+        kw = {**self.options, **{name: w for name, w in weights.items() if w is not None}}
+        if reverse:
+            kw["reverse"] = True
+        if lengths is not None:
+            kw["lengths"] = lengths
+        if training:
+            kw["training"] = True
+        return fn(*args, **kw) if kw else fn(*args)
 
     def state_widths(self, H: int) -> tuple[int, ...]:
         return (H,)
@@ -75,6 +91,7 @@ class _LstmKind(_Kind):
 
     def __init__(self, proj_size: int, peephole: bool, coupled: bool):
         self.proj_size, self.peephole, self.coupled = proj_size, peephole, coupled
+        self.options = {"coupled": True} if coupled else {}
 
     def state_widths(self, H: int) -> tuple[int, ...]:
         return (self.proj_size or H, H)
@@ -88,10 +105,9 @@ class _LstmKind(_Kind):
         return shapes
 
     def forward(self, k, x, s0, p, reverse, lengths, training):
-        y, h_n, c_n, cache = k.lstm_forward(
-            x, s0[0], s0[1], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
-            w_hr=p.get("w_hr"), w_peep=p.get("w_peep"), coupled=self.coupled, reverse=reverse,
-            lengths=lengths, training=training)
+        y, h_n, c_n, cache = self._forward(
+            k.lstm_forward, (x, s0[0], s0[1], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh")),
+            reverse, lengths, training, w_hr=p.get("w_hr"), w_peep=p.get("w_peep"))
         return y, (h_n, c_n), cache
 
     def backward(self, k, dy, ds_n, x, s0, p, cache, reverse, lengths):
@@ -107,12 +123,12 @@ class _GruKind(_Kind):
 
     def __init__(self, linear_before_reset: bool):
         self.linear_before_reset = linear_before_reset
+        self.options = {} if linear_before_reset else {"linear_before_reset": False}
 
     def forward(self, k, x, s0, p, reverse, lengths, training):
-        y, h_n, cache = k.gru_forward(
-            x, s0[0], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
-            linear_before_reset=self.linear_before_reset, reverse=reverse, lengths=lengths,
-            training=training)
+        y, h_n, cache = self._forward(
+            k.gru_forward, (x, s0[0], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh")),
+            reverse, lengths, training)
         return y, (h_n,), cache
 
     def backward(self, k, dy, ds_n, x, s0, p, cache, reverse, lengths):
@@ -129,11 +145,12 @@ class _RnnKind(_Kind):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
+        self.options = {} if nonlinearity == "tanh" else {"nonlinearity": nonlinearity}
 
     def forward(self, k, x, s0, p, reverse, lengths, training):
-        y, h_n, cache = k.rnn_forward(
-            x, s0[0], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
-            nonlinearity=self.nonlinearity, reverse=reverse, lengths=lengths, training=training)
+        y, h_n, cache = self._forward(
+            k.rnn_forward, (x, s0[0], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh")),
+            reverse, lengths, training)
         return y, (h_n,), cache
 
     def backward(self, k, dy, ds_n, x, s0, p, cache, reverse, lengths):
