@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -577,14 +578,100 @@ inline void pack_a_block(T* dst, const T* A, Index lda, Index kc, Index rows,
 
 }  // namespace detail
 
+#if RNNFAST_GEMM_AVX2
+namespace detail {
+
+// gemv_nt's inner loop: the products of MB rows of A (lda apart) with the rows ws[0, 4) of w, of
+// which the first nr are real, into C[MB x nr] (ldc apart), while prefetching next_rows rows of w
+// from `next` on (null: none). Each load of w feeds MB FMAs, from registers; every sum is
+// accumulated and reduced exactly as with MB = 1, so the blocking changes no result.
+template <typename V, int MB, typename T>
+[[gnu::always_inline]] inline void dot_rows(Index K, const T* A, Index lda, const T* const* ws,
+                                            Index nr, const T* next, Index next_rows, Index ldw,
+                                            T* C, Index ldc, bool accumulate) {
+  using R = typename V::R;
+  constexpr Index L = sizeof(R) / sizeof(T);  // one register
+  constexpr Index kLine = 64 / sizeof(T);     // one cache line: 1 or 2 registers
+  const Index Kv = K - K % L;
+  R s[MB][4];
+  for (int m = 0; m < MB; ++m)
+    for (int q = 0; q < 4; ++q) s[m][q] = V::zero();
+  auto step = [&](Index k) {
+    R w0 = V::load(ws[0] + k), w1 = V::load(ws[1] + k), w2 = V::load(ws[2] + k),
+      w3 = V::load(ws[3] + k);
+    // Kept in registers (here and below): left to itself, GCC 12 folds the loads of w (or of A)
+    // into the FMAs, loading each value MB times per step, and the blocking gained nothing
+    // (0.95x-1.01x the time of one row per pass, standalone).
+    if (MB > 1) asm("" : "+v"(w0), "+v"(w1), "+v"(w2), "+v"(w3));
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; ++m) {
+      R av = V::load(A + m * lda + k);
+      if (MB > 1) asm("" : "+v"(av));
+      s[m][0] = V::fma(av, w0, s[m][0]);
+      s[m][1] = V::fma(av, w1, s[m][1]);
+      s[m][2] = V::fma(av, w2, s[m][2]);
+      s[m][3] = V::fma(av, w3, s[m][3]);
+    }
+  };
+  Index k = 0;
+  if (next != nullptr)
+    for (; k + kLine <= Kv; k += kLine) {
+      for (Index q = 0; q < next_rows; ++q)
+        _mm_prefetch(reinterpret_cast<const char*>(next + q * ldw + k), _MM_HINT_T0);
+      for (Index l = 0; l < kLine; l += L) step(k + l);
+    }
+  for (; k < Kv; k += L) step(k);
+#pragma GCC unroll 4
+  for (int m = 0; m < MB; ++m) {
+    const T* a = A + m * lda;
+    T* c = C + m * ldc;
+    if (nr == 4 && Kv == K) {  // the four sums go straight to their four consecutive outputs
+      V::sum4(c, s[m][0], s[m][1], s[m][2], s[m][3], accumulate);
+      continue;
+    }
+    alignas(32) T r[4];
+    V::sum4(r, s[m][0], s[m][1], s[m][2], s[m][3], false);
+    for (Index q = 0; q < nr; ++q) {
+      for (Index kt = Kv; kt < K; ++kt) r[q] += a[kt] * ws[q][kt];
+      c[q] = accumulate ? c[q] + r[q] : r[q];
+    }
+  }
+}
+
+// gemv_nt for M1 + M2 rows of A: each group of four rows of w is read once (from memory, the
+// next group prefetched meanwhile), then used by the M1 rows and the M2 rows after them.
+template <typename V, int M1, int M2, typename T>
+inline void gemv_rows(Index N, Index K, const T* A, Index lda, const T* w, Index ldw,
+                      bool accumulate, T* C, Index ldc) {
+  for (Index n = 0; n < N; n += 4) {
+    const Index nr = std::min<Index>(4, N - n);
+    const T* ws[4];
+    for (Index q = 0; q < 4; ++q) ws[q] = w + (n + (q < nr ? q : 0)) * ldw;
+    const T* next = n + 4 < N ? w + (n + 4) * ldw : nullptr;  // the first of the next four rows
+    const Index next_rows = std::min<Index>(4, N - n - 4);
+    dot_rows<V, M1>(K, A, lda, ws, nr, next, next_rows, ldw, C + n, ldc, accumulate);
+    if (M2 > 0)
+      dot_rows<V, M2 == 0 ? 1 : M2, T>(K, A + M1 * lda, lda, ws, nr, nullptr, 0, ldw,
+                                       C + M1 * ldc + n, ldc, accumulate);
+  }
+}
+
+}  // namespace detail
+#endif
+
 // C (M, N) (+)= A (M, K) * w (N, K)^T as dot products of rows, for M <= kDirectMaxRows: each
 // product is summed in the lanes of one register over k (8 floats or 4 doubles with AVX2, twice
 // that with AVX-512, which folds them to 8 or 4 first), the lanes then added in a fixed order
 // (Vec::sum4), the tail of k last. (With AVX-512 the cell steps took 0.93x (LSTM) and 0.87x (GRU)
 // the time of the AVX2 loop, B = 1, H = 256, 2 threads, Xeon Ice Lake, 8 alternating processes.)
-// Four rows of w at a time, each read once per row of A from L1; the four lane reductions share
-// one horizontal-add sequence. (Eight rows at a time, the same sums: 1.05x the time of four in the
-// LSTM's cell step, AMD EPYC Zen 3, 2 threads.) These weights stream from L3 (a
+// Four rows of w at a time (gemv_rows), read once for all rows of A: up to four rows of A per
+// pass over them, their 16 products in registers (with AVX2 two rows per pass, 8 products).
+// Against one row of A per pass, which re-read the four rows of w from L1 for each row of A: at
+// M = 2-4, K = 256, 0.62x-0.77x the time standalone with w in L2, 0.76x-0.91x from L3 (AVX2:
+// 0.64x-0.74x in L2); LSTM and GRU steps at T = 1, B = 2-4, H = 256 0.68x-0.81x (2 threads,
+// medians of 10 paired processes; Zen 4). The four lane reductions share one horizontal-add.
+// (Eight rows at a time, the same sums: 1.05x the time of four in the LSTM's cell step, AMD EPYC
+// Zen 3, 2 threads.) These weights stream from L3 (a
 // cell's step at H = 256 reads 2 MB), and four rows of 1 KB are one 4 KB page, where the hardware
 // prefetcher starts over: so while multiplying four rows, the loop prefetches the next four, line
 // by line. In the LSTM's cell step (B = 1, H = 256, 2 threads) the shared reduction took 0.88x the
@@ -603,46 +690,21 @@ inline void gemv_nt(Index M, Index N, Index K, const T* A, Index lda, const T* w
 #else
   using V = detail::Vec<T>;
 #endif
-  using R = typename V::R;
-  constexpr Index L = sizeof(R) / sizeof(T);  // one register
-  constexpr Index kLine = 64 / sizeof(T);     // one cache line: 1 or 2 registers
-  const Index Kv = K - K % L;
-  for (Index n = 0; n < N; n += 4) {
-    const Index nr = std::min<Index>(4, N - n);
-    const T* ws[4];
-    for (Index q = 0; q < 4; ++q) ws[q] = w + (n + (q < nr ? q : 0)) * ldw;
-    const T* next = n + 4 < N ? w + (n + 4) * ldw : nullptr;  // the first of the next four rows
-    const Index next_rows = std::min<Index>(4, N - n - 4);
-    for (Index m = 0; m < M; ++m) {
-      const T* a = A + m * lda;
-      R s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
-      auto step = [&](Index k) {
-        const R av = V::load(a + k);
-        s0 = V::fma(av, V::load(ws[0] + k), s0);
-        s1 = V::fma(av, V::load(ws[1] + k), s1);
-        s2 = V::fma(av, V::load(ws[2] + k), s2);
-        s3 = V::fma(av, V::load(ws[3] + k), s3);
-      };
-      Index k = 0;
-      if (m == 0 && next != nullptr)
-        for (; k + kLine <= Kv; k += kLine) {
-          for (Index q = 0; q < next_rows; ++q)
-            _mm_prefetch(reinterpret_cast<const char*>(next + q * ldw + k), _MM_HINT_T0);
-          for (Index l = 0; l < kLine; l += L) step(k + l);
-        }
-      for (; k < Kv; k += L) step(k);
-      if (nr == 4 && Kv == K) {  // the four sums go straight to their four consecutive outputs
-        V::sum4(C + m * ldc + n, s0, s1, s2, s3, accumulate);
-        continue;
-      }
-      alignas(32) T r[4];
-      V::sum4(r, s0, s1, s2, s3, false);
-      for (Index q = 0; q < nr; ++q) {
-        for (Index kt = Kv; kt < K; ++kt) r[q] += a[kt] * ws[q][kt];
-        T* c = C + m * ldc + n + q;
-        *c = accumulate ? *c + r[q] : r[q];
-      }
-    }
+  // Up to four rows of A per pass over four rows of w: with AVX-512 all of them at once (16 zmm
+  // sums of 32 registers), with AVX2 two at a time (8 ymm of 16).
+  for (Index m = 0; m < M; m += 4) {
+    const Index mb = std::min<Index>(4, M - m);
+    const T* a = A + m * lda;
+    T* c = C + m * ldc;
+#if RNNFAST_GEMM_AVX512
+    if (mb == 4) detail::gemv_rows<V, 4, 0>(N, K, a, lda, w, ldw, accumulate, c, ldc);
+    else if (mb == 3) detail::gemv_rows<V, 3, 0>(N, K, a, lda, w, ldw, accumulate, c, ldc);
+#else
+    if (mb == 4) detail::gemv_rows<V, 2, 2>(N, K, a, lda, w, ldw, accumulate, c, ldc);
+    else if (mb == 3) detail::gemv_rows<V, 2, 1>(N, K, a, lda, w, ldw, accumulate, c, ldc);
+#endif
+    else if (mb == 2) detail::gemv_rows<V, 2, 0>(N, K, a, lda, w, ldw, accumulate, c, ldc);
+    else detail::gemv_rows<V, 1, 0>(N, K, a, lda, w, ldw, accumulate, c, ldc);
   }
 #else
   for (Index m = 0; m < M; ++m)
