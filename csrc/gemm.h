@@ -58,9 +58,10 @@ struct Panel<float> { static constexpr Index NR = 16; };
 template <>
 struct Panel<double> { static constexpr Index NR = 8; };
 
-// Rows of a weight operand (w^T) this small or smaller are multiplied straight from w's rows
-// (dot products, see gemv_nt) instead of packing w first: a single step of a cell reads each
-// weight once, so packing would triple its memory traffic.
+// Rows of A per pass of gemv_nt over the rows of w, for a weight operand (w^T) multiplied straight
+// from w's rows (dot products) instead of packed first: a single step of a cell reads each weight
+// once, and packing would triple its memory traffic. Which calls do that: seq.h,
+// reads_weights_directly.
 constexpr Index kDirectMaxRows = 4;
 
 // dst[k * NR + c] = src[c][k] for the NR rows src[0, NR) of a full panel and k in [0, kv): the

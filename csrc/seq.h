@@ -179,7 +179,7 @@ class ChunkProjection {
 // steps, one GEMM projects the inputs (x w_ih^T, no bias: the step adds it; see ChunkProjection)
 // into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` otherwise, then
 // step(k, t, a_t, x_t) runs for each step with a_t (B, GH) the projected inputs of time t; the GEMM
-// ends with a barrier. When w_ih is read in place (a call of at most kDirectMaxRows rows, such as a
+// ends with a barrier. When w_ih is read in place (reads_weights_directly: a short call, such as a
 // cell's step) there is no GEMM: x_t is then time t's inputs and each thread of the step projects
 // the units of its own tiles first (project_own_tiles), so that a step has no barrier between the
 // two and a thread reads only its tiles' rows of w_ih. Otherwise x_t is null.
@@ -275,18 +275,33 @@ class ActiveRows {
   Buffer<T> buf_;
 };
 
+// Whether a call multiplies its weights straight from their rows (PackedB's direct mode, gemv_nt)
+// instead of packing them first: for at most kDirectMaxSteps steps, when that reads each weight at
+// most kDirectMaxPasses times, T * ceil(B / kDirectMaxRows) (a cell's step at B <= 4: once).
+// Packing reads w, writes its panels and reads those back, once per step for the recurrent
+// weights (from L2 when they fit): over more steps that pays, however small the batch. Against
+// packing every call of more than 4 rows (LSTM, H = 256, 2 threads, medians of 16 paired
+// processes, Zen 4): T = 1, B = 16-32 0.79x-0.94x the time; T = 2, B = 8-16 0.62x-0.86x; T = 4,
+// B = 4-8 0.70x-0.89x; B = 1 with T = 6-8 would be 1.00x-1.20x, so those steps pack.
+constexpr Index kDirectMaxSteps = 4;
+constexpr Index kDirectMaxPasses = 8;
+inline bool reads_weights_directly(const Seq& s) {
+  return s.T <= kDirectMaxSteps &&
+         s.T * ((s.B + kDirectMaxRows - 1) / kDirectMaxRows) <= kDirectMaxPasses;
+}
+
 // The recurrent weights for the per-step GEMMs: rows of gates [g0, g0 + G) of w (gates*H, K) as
-// PackedB::from_gate_tiles lays them out, so that one GEMM per tile gives all gates of its units.
-// A call of at most kDirectMaxRows rows in all (a cell's single step) reads w directly.
+// PackedB::from_gate_tiles lays them out, so that one GEMM per tile gives all gates of its units,
+// or w itself (reads_weights_directly).
 template <typename T>
 PackedB<T> pack_gate_tiles(const T* w, Index g0, Index G, Index H, Index K, const Seq& s) {
-  return PackedB<T>::from_gate_tiles(w, K, g0, G, H, K, s.T * s.B <= kDirectMaxRows);
+  return PackedB<T>::from_gate_tiles(w, K, g0, G, H, K, reads_weights_directly(s));
 }
 
 // w^T (w (N, K)) for the input projection and the LSTM projection: direct as above.
 template <typename T>
 PackedB<T> pack_weight(const T* w, Index N, Index K, const Seq& s) {
-  return PackedB<T>::from_weight(w, N, K, K, s.T * s.B <= kDirectMaxRows);
+  return PackedB<T>::from_weight(w, N, K, K, reads_weights_directly(s));
 }
 
 // Prefetches the units of a tile in each of the G gate blocks of one row (gate g at row + g * H):

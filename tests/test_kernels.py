@@ -17,14 +17,15 @@ import pytest
 from rnnfast import reference as ref
 
 # (T, B, I, H): B=1 and T=1; sizes that are not multiples of the SIMD width; a single step of a
-# small batch over several hidden-unit tiles (the unpacked, direct weight path, T*B <= 4); a batch
-# big enough to run threaded; hidden units cut into uneven tiles (H = 200: 8 tiles of 16 to 32);
-# GEMMs over more than one K-block of the kernels (kKC = 512 in gemm.h): the input projection
-# (I = 530) and the weight gradients (T*B = 540), then the recurrent GEMM (H = 520); the direct path
-# over two steps of a ragged batch (T*B = 4).
+# small batch over several hidden-unit tiles (the unpacked, direct weight path of short calls, see
+# reads_weights_directly in seq.h); a batch big enough to run threaded; hidden units cut into uneven
+# tiles (H = 200: 8 tiles of 16 to 32), read directly in passes of 4 and 1 rows (B = 5); GEMMs over
+# more than one K-block of the kernels (kKC = 512 in gemm.h): the input projection (I = 530) and
+# the weight gradients (T*B = 540), then the recurrent GEMM, packed (H = 520, T = 5) and direct
+# (T = 2); the direct path over two steps of a ragged batch (T*B = 4).
 SHAPES = [
     (1, 1, 3, 5), (7, 3, 5, 9), (13, 4, 17, 33), (1, 3, 19, 70), (5, 16, 64, 64), (3, 5, 7, 200),
-    (9, 60, 530, 24), (2, 3, 8, 520), (2, 2, 11, 40),
+    (9, 60, 530, 24), (5, 3, 8, 520), (2, 3, 8, 520), (2, 2, 11, 40),
 ]
 SHAPE = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
 DTYPE = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -110,7 +111,7 @@ def test_core_backward_twice_is_identical_and_leaves_inputs_alone(core, variant,
         _assert_all_equal(now, saved, f"{variant.id} {what} modified:")
 
 
-@pytest.mark.parametrize("kind", ["ragged-batch", "cell-step"])
+@pytest.mark.parametrize("kind", ["ragged-batch", "cell-step", "short-call"])
 @DIRECTIONS
 @DTYPE
 def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant, dtype, reverse,
@@ -120,8 +121,11 @@ def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant,
         case = make_case(variant, 7, 16, 33, 97, dtype=dtype, reverse=reverse, ragged=True,
                          x_scale=2.0)
         case.lengths[:] = np.minimum(case.lengths, 6)  # all shorter than T: the cut walk, its fills
-    else:  # one step of two rows: weights read in place, each tile projecting its own inputs
+    elif kind == "cell-step":  # one step of two rows: weights read in place, each tile
+        # projecting its own inputs
         case = make_case(variant, 1, 2, 250, 256, dtype=dtype, reverse=reverse, x_scale=2.0)
+    else:  # two steps of nine rows: still read in place, in passes of 4, 4 and 1 rows
+        case = make_case(variant, 2, 9, 250, 256, dtype=dtype, reverse=reverse, x_scale=2.0)
     results = {}
     for n in (1, 2, 3):
         core.set_num_threads(n)

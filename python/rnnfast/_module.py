@@ -25,10 +25,11 @@ def check_size(name: str, value: Any) -> int:
     return int(value)
 
 
-# Parameters start on a 64-byte boundary (a cache line, one AVX-512 register). A single step
-# (T * B <= 4) reads the weights in place with full-register loads; NumPy aligns large arrays to
-# 16 bytes only, and on such weights an LSTM step at H = 256 took 1.05x-1.15x the time of aligned
-# ones (Zen 4). Loading and optimising write the arrays in place, so they stay aligned.
+# Parameters start on a 64-byte boundary (a cache line, one AVX-512 register). A short call (a
+# single step; reads_weights_directly in csrc/seq.h) reads the weights in place with full-register
+# loads; NumPy aligns large arrays to 16 bytes only, and on such weights an LSTM step at H = 256
+# took 1.05x-1.15x the time of aligned ones (Zen 4). Loading and optimising write the arrays in
+# place, so they stay aligned.
 _PARAM_ALIGNMENT = 64
 
 
