@@ -51,6 +51,26 @@ def test_grid_and_shapes():
         rb.parse_shape("2,3")
     custom = rb.grid(cells=("gru",), kinds=("sequence",), shapes=[(2, 3, 5, 4)])
     assert custom == [rb.Case("sequence", "gru", 2, 3, 5, 4)]
+    assert [(c.B, c.H) for c in cases if c.kind == "cell"] == [rb.CELL_SHAPE] * 2
+    assert rb.parse_cell_shape("8,256") == (8, 256)
+    for bad in ("8", "8,0", "8,256,3", "a,b"):
+        with pytest.raises(Exception, match="B,H"):
+            rb.parse_cell_shape(bad)
+    steps = rb.grid(cells=("lstm",), kinds=("cell",), cell_shapes=[(8, 64), (1, 16)])
+    assert steps == [rb.Case("cell", "lstm", 8, 1, 64, 64), rb.Case("cell", "lstm", 1, 1, 16, 16)]
+    assert steps[0].label == "lstm_cell B=8 H=64"
+
+
+def test_the_cell_goal_is_judged_at_the_grid_cell_shape_only():
+    # Extra cell steps (--cell-shapes) are timed and shown, but the 5x goal of issue 5 is about
+    # B = 1, H = 256: a slower step of 32 rows does not make it missed.
+    grid_step = rb.Case("cell", "lstm", *rb.CELL_SHAPE[:1], 1, rb.CELL_SHAPE[1], rb.CELL_SHAPE[1])
+    wide_step = rb.Case("cell", "lstm", 32, 1, 256, 256)
+    results = [rb.Result(c, "forward", name, rb.OK, times=[t])
+               for c, ratio in ((grid_step, 6.0), (wide_step, 2.0))
+               for name, t in (("rnnfast", 1e-4), ("torch", ratio * 1e-4))]
+    report = rb.Report(rb.Settings(threads=1, against=("torch",)), results, [1e-3], "", "test")
+    assert dict(rb.goals(report))["cell step >= 5x torch"].startswith("met (worst 6.00")
 
 
 def test_quick_run_writes_a_csv_that_reads_back(quick_run):

@@ -149,6 +149,18 @@ class Case:
         return float(total * (3 if mode == "train" else 1))
 
 
+def parse_cell_shape(text: str) -> tuple[int, int]:
+    """"B,H" -> (B, H): a cell step of B rows, I = H."""
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 2 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"cell shape: expected B,H of positive integers, "
+                                         f"got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
 def parse_shape(text: str) -> tuple[int, int, int, int]:
     """"B,T,H" (I = H) or "B,T,I,H" -> (B, T, I, H)."""
     try:
@@ -162,22 +174,26 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 
 
 def grid(cells: Sequence[str] = CELLS, kinds: Sequence[str] = KINDS,
-         shapes: Sequence[tuple[int, int, int, int]] | None = None, quick: bool = False) -> list[Case]:
+         shapes: Sequence[tuple[int, int, int, int]] | None = None, quick: bool = False,
+         cell_shapes: Sequence[tuple[int, int]] | None = None) -> list[Case]:
     """The cases to run: sequences of every shape for each cell, the 2-layer bidirectional LSTM
     (when "lstm" is among ``cells``), one cell step for each cell.
 
-    ``shapes`` [(B, T, I, H)] replaces the sequence shapes of the grid (or of the quick grid).
+    ``shapes`` [(B, T, I, H)] replaces the sequence shapes of the grid (or of the quick grid),
+    ``cell_shapes`` [(B, H)] its cell step.
     """
     if shapes is None:
         shapes = [(B, T, H, H) for B, T, H in (QUICK_SEQUENCE_SHAPES if quick else SEQUENCE_SHAPES)]
-    (LB, LT, LH), (CB, CH) = (QUICK_LAYER_SHAPE, QUICK_CELL_SHAPE) if quick else (LAYER_SHAPE, CELL_SHAPE)
+    LB, LT, LH = QUICK_LAYER_SHAPE if quick else LAYER_SHAPE
+    if cell_shapes is None:
+        cell_shapes = [QUICK_CELL_SHAPE if quick else CELL_SHAPE]
     cases = []
     if "sequence" in kinds:
         cases += [Case("sequence", cell, B, T, I, H) for cell in cells for B, T, I, H in shapes]
     if "layer" in kinds and "lstm" in cells:
         cases.append(Case("layer", "lstm", LB, LT, LH, LH, layers=2, directions=2))
     if "cell" in kinds:
-        cases += [Case("cell", cell, CB, 1, CH, CH) for cell in cells]
+        cases += [Case("cell", cell, B, 1, H, H) for cell in cells for B, H in cell_shapes]
     return cases
 
 
@@ -985,7 +1001,7 @@ def needed_sgemm_fraction(report: Report, case: Case, mode: str, competitor: str
 def goals(report: Report) -> list[tuple[str, str]]:
     """The speed goals of issue 5, each with "met" / "MISSED" and the worst row."""
     rows = [c for c in report.cases if c.kind != "cell"]
-    cells = [c for c in report.cases if c.kind == "cell"]
+    cells = [c for c in report.cases if c.kind == "cell" and (c.B, c.H) == CELL_SHAPE]
     sequences = [c for c in report.cases if c.kind == "sequence"]
     largest_sizes = sorted({c.flops("forward") / GATES[c.cell] for c in sequences})[-2:]
     largest = [c for c in sequences if c.flops("forward") / GATES[c.cell] in largest_sizes]
@@ -1226,6 +1242,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "layer API), cell (one step); default: all")
     p.add_argument("--shapes", nargs="+", type=parse_shape, metavar="B,T,H",
                    help="sequence shapes B,T,H (I = H) or B,T,I,H instead of the grid's")
+    p.add_argument("--cell-shapes", nargs="+", type=parse_cell_shape, metavar="B,H",
+                   help="cell steps of B rows, hidden size H (I = H), instead of the grid's 1,256")
     p.add_argument("--against", type=_names(COMPETITORS, "--against"), default=COMPETITORS,
                    help="competitors (default: torch,onnxruntime,reference; absent ones are reported)")
     p.add_argument("--threads", type=_positive, default=None,
@@ -1274,7 +1292,7 @@ def command_line() -> str:
 def bench_command(args: argparse.Namespace) -> int:
     """Run ``rnnfast bench``; exit status 1 if any contender disagreed with the reference or failed."""
     settings = settings_from(args)
-    cases = grid(args.cells, args.kinds, args.shapes, args.quick)
+    cases = grid(args.cells, args.kinds, args.shapes, args.quick, args.cell_shapes)
     if not cases:
         print("rnnfast bench: no case selected (--cells / --kinds)", file=sys.stderr)
         return 2
