@@ -147,6 +147,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const ActiveRows<T> rows(seq, H, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
+  StepBarrier step_end;
   forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
@@ -159,7 +160,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
     const T* h_act = rows.gather(h_prev, H, t, nact, lda);
 
     project_own_tiles(a_t, x_t, I, w_ih_t, count, H, B, ntiles);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
@@ -189,11 +190,12 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
         }
       }
     }
+    step_end.wait();
     if (lbr) return;
 
     // Second phase without linear_before_reset: hn = (r * h_{t-1}) w_hn^T + b_hn, then n and h.
     const T* rh_act = rows.gather(rh.data(), H, t, nact, lda);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
@@ -208,6 +210,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
         emit_output(y_t + b * H, h_new + b * H, tl, true);
       }
     }
+    step_end.wait();
   });
 
   std::copy(hs.last(seq), hs.last(seq) + B * H, h_n);
@@ -244,6 +247,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, GH, I);
+  StepBarrier step_end;
   run_threads(nth, [&] {
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
@@ -256,7 +260,7 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       T* dgx_t = dgx.data() + t * B * GH;
       T* dgh_t = dgh + t * B * GH;
 
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
       for (Index tile = 0; tile < ntiles; ++tile) {
         const Tile tl = tile_at(tile, H);
         const Index nu = tl.size(), lo = tl.lo;
@@ -291,10 +295,11 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
           dht *= zz;  // the direct term of dh_{t-1}
         }
       }
+      step_end.wait();
 
       if (!lbr) {
         // d(r * h_{t-1}) = dan w_hn, then the reset gate's gradient and its share of dh_{t-1}.
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (Index tile = 0; tile < ntiles; ++tile) {
           const Tile tl = tile_at(tile, H);
           const Index nu = tl.size(), lo = tl.lo;
@@ -308,8 +313,10 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
             ArrMap<T>(dh_out + b * H + lo, nu) += d * rr;
           }
         }
+        step_end.wait();
       }
-      recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, true);
+      recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, true,
+                            step_end);
     }
 
     input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w_ih_p, seq, sum_rows, dx_rows,

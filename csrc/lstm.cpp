@@ -226,6 +226,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const ActiveRows<T> h_rows(seq, P, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
+  StepBarrier step_end;
   forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
@@ -238,7 +239,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
     const T* h_act = h_rows.gather(h_prev, P, t, nact, lda);
 
     project_own_tiles(a_t, x_t, I, w_ih_t, count, H, B, ntiles);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
@@ -262,8 +263,9 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
         if (!proj) emit_output(y_t + b * P, h_new + b * P, tl, act);
       }
     }
+    step_end.wait();
     if (proj) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
       for (Index tile = 0; tile < ptiles; ++tile) {
         const Tile tl = tile_at(tile, P);
         gemm_serial<T>(B, tl.size(), m, H, w_hr_t, tl.lo, false, h_new + tl.lo, P);
@@ -273,6 +275,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
           emit_output(y_t + b * P, h_new + b * P, tl, act);
         }
       }
+      step_end.wait();
     }
   });
 
@@ -309,6 +312,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H), nth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, GH, I);
+  StepBarrier step_end;
   run_threads(nth, [&] {
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
@@ -324,7 +328,7 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
       // The gradient w.r.t. h_t: dy_t (active rows only) plus the carried dh.
       T* dht_t = proj ? dht.data() + t * B * P : nullptr;
       if (proj) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (Index tile = 0; tile < ptiles; ++tile) {
           const Tile tl = tile_at(tile, P);
           for (Index b = 0; b < B; ++b) {
@@ -337,9 +341,10 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
             if (dy_t != nullptr) d += ConstArrMap<T>(dy_t + b * P + tl.lo, tl.size());
           }
         }
+        step_end.wait();
       }
 
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
       for (Index tile = 0; tile < ntiles; ++tile) {
         const Tile tl = tile_at(tile, H);
         const Index n = tl.size();
@@ -362,8 +367,10 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
                                c_t + b * H, c_prev + b * H, w.w_peep, H, tl, s.coupled);
         }
       }
+      step_end.wait();
 
-      recurrent_backprop<T>(dh_out, dh_in, dg_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, false);
+      recurrent_backprop<T>(dh_out, dh_in, dg_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, false,
+                            step_end);
     }
 
     // After the loop: the big GEMMs and reductions over dG.

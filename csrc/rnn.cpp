@@ -52,6 +52,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const ActiveRows<T> h_rows(seq, H, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, H);
+  StepBarrier step_end;
   forward_scan<T>(nth, seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
@@ -60,7 +61,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
     Index nact, lda;
     const T* h_act = h_rows.gather(h_prev, H, t, nact, lda);
     project_own_tiles(a_t, x_t, I, w_ih_t, 1, H, B, ntiles);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (Index tile = 0; tile < ntiles; ++tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
@@ -79,6 +80,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
         emit_output(y_t + b * H, h_new + b * H, tl, act);
       }
     }
+    step_end.wait();
   });
 
   std::copy(hs.last(seq), hs.last(seq) + B * H, h_n);
@@ -108,6 +110,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, H, I);
+  StepBarrier step_end;
   run_threads(nth, [&] {
     for (Index k = Tn - 1; k >= 0; --k) {
       const Index t = seq.time(k);
@@ -116,7 +119,7 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       T* dh_out = dh.out(step);
       T* dg_t = dg.data() + t * B * H;
       const T* dy_t = dy != nullptr ? dy + t * B * H : nullptr;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
       for (Index tile = 0; tile < ntiles; ++tile) {
         const Tile tl = tile_at(tile, H);
         const Index n = tl.size();
@@ -131,7 +134,9 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
           times_derivative<T>(d, ConstArrMap<T>(cache.h + (t * B + b) * H + tl.lo, n), s.act);
         }
       }
-      recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w_hh_p, dg_rows, bp_scratch, seq, t, false);
+      step_end.wait();
+      recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w_hh_p, dg_rows, bp_scratch, seq, t, false,
+                            step_end);
     }
     input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, seq, sum_rows, dx_rows,
                    tn_scratch);

@@ -395,12 +395,12 @@ void prev_state_weight_grad(T* dw, const T* dg, Index ldg, Index R, const T* sta
 template <typename T>
 void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, const PackedB<T>& w,
                         const ActiveRows<T>& dg_rows, Buffer<T>& out_scratch, const Seq& s,
-                        Index t, bool accumulate) {
+                        Index t, bool accumulate, StepBarrier& done) {
   const Index P = w.N();
   Index nact, lda;
   const T* a = dg_rows.gather(dg_t, ldg, t, nact, lda);
   const bool dense = nact == s.B;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
   for (Index tile = 0; tile < tile_count(P); ++tile) {
     const Tile tl = tile_at(tile, P);
     const Index n = tl.size();
@@ -420,6 +420,7 @@ void recurrent_backprop(T* dh_out, const T* dh_in, const T* dg_t, Index ldg, con
       }
     }
   }
+  done.wait();
 }
 
 // After the time loop: dx (TB, I) = dg w_ih, dw_ih (GH, I) = dg^T x, db_ih = column sums of dg.
