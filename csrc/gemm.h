@@ -644,9 +644,9 @@ inline void gemv_rows(Index N, Index K, const T* A, Index lda, const T* w, Index
     const T* next = n + 4 < N ? w + (n + 4) * ldw : nullptr;  // the first of the next four rows
     const Index next_rows = std::min<Index>(4, N - n - 4);
     dot_rows<V, M1>(K, A, lda, ws, nr, next, next_rows, ldw, C + n, ldc, accumulate);
-    if (M2 > 0)
-      dot_rows<V, M2 == 0 ? 1 : M2, T>(K, A + M1 * lda, lda, ws, nr, nullptr, 0, ldw,
-                                       C + M1 * ldc + n, ldc, accumulate);
+    if constexpr (M2 > 0)
+      dot_rows<V, M2>(K, A + M1 * lda, lda, ws, nr, static_cast<const T*>(nullptr), 0, ldw,
+                      C + M1 * ldc + n, ldc, accumulate);
   }
 }
 
@@ -665,8 +665,8 @@ inline void gemv_rows(Index N, Index K, const T* A, Index lda, const T* w, Index
 // 0.64x-0.74x in L2); LSTM and GRU steps at T = 1, B = 2-4, H = 256 0.68x-0.81x (2 threads,
 // medians of 10 paired processes; Zen 4). The four lane reductions share one horizontal-add.
 // (Eight rows at a time, the same sums: 1.05x the time of four in the LSTM's cell step, AMD EPYC
-// Zen 3, 2 threads.) These weights stream from L3 (a
-// cell's step at H = 256 reads 2 MB), and four rows of 1 KB are one 4 KB page, where the hardware
+// Zen 3, 2 threads.) These weights stream from L3 (a cell's step at H = 256 reads 2 MB), and
+// four rows of 1 KB are one 4 KB page, where the hardware
 // prefetcher starts over: so while multiplying four rows, the loop prefetches the next four, line
 // by line. In the LSTM's cell step (B = 1, H = 256, 2 threads) the shared reduction took 0.88x the
 // time of storing the lanes and adding them one by one, and the prefetch 0.95x the time without it
