@@ -149,27 +149,26 @@ class Case:
         return float(total * (3 if mode == "train" else 1))
 
 
-def parse_cell_shape(text: str) -> tuple[int, int]:
-    """"B,H" -> (B, H): a cell step of B rows, I = H."""
+def _positive_ints(text: str, counts: tuple[int, ...], expected: str) -> tuple[int, ...]:
+    """The comma-separated integers of ``text``, as many as one of ``counts``, all >= 1; else an
+    ArgumentTypeError "{expected} of positive integers, got {text!r}"."""
     try:
         dims = tuple(int(v) for v in text.split(","))
     except ValueError:
         dims = ()
-    if len(dims) != 2 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"cell shape: expected B,H of positive integers, "
-                                         f"got {text!r}")
-    return dims  # type: ignore[return-value]
+    if len(dims) not in counts or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{expected} of positive integers, got {text!r}")
+    return dims
+
+
+def parse_cell_shape(text: str) -> tuple[int, int]:
+    """"B,H" -> (B, H): a cell step of B rows, I = H."""
+    return _positive_ints(text, (2,), "cell shape: expected B,H")  # type: ignore[return-value]
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
     """"B,T,H" (I = H) or "B,T,I,H" -> (B, T, I, H)."""
-    try:
-        dims = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        dims = ()
-    if len(dims) not in (3, 4) or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"shape: expected B,T,H or B,T,I,H of positive integers, "
-                                         f"got {text!r}")
+    dims = _positive_ints(text, (3, 4), "shape: expected B,T,H or B,T,I,H")
     return (dims[0], dims[1], dims[2], dims[2]) if len(dims) == 3 else dims  # type: ignore[return-value]
 
 
@@ -177,7 +176,7 @@ def grid(cells: Sequence[str] = CELLS, kinds: Sequence[str] = KINDS,
          shapes: Sequence[tuple[int, int, int, int]] | None = None, quick: bool = False,
          cell_shapes: Sequence[tuple[int, int]] | None = None) -> list[Case]:
     """The cases to run: sequences of every shape for each cell, the 2-layer bidirectional LSTM
-    (when "lstm" is among ``cells``), one cell step for each cell.
+    (when "lstm" is among ``cells``), a cell step of every cell shape for each cell.
 
     ``shapes`` [(B, T, I, H)] replaces the sequence shapes of the grid (or of the quick grid),
     ``cell_shapes`` [(B, H)] its cell step.
