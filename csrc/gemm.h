@@ -18,6 +18,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -240,6 +241,25 @@ struct Vec<float> {
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  // Lane masks for gemv_nt's shifted rows (dot_rows): lanes [lo, hi) set.
+  using M = __m256i;
+  static M lanes(Index lo, Index hi) {
+    const __m256i l = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(lo)), l),
+                               _mm256_cmpgt_epi32(_mm256_set1_epi32(int(hi)), l));
+  }
+  // p[l] for the lanes of m, 0 elsewhere; the other lanes are not read (they may be unmapped).
+  static R load(const float* p, M m) { return _mm256_maskload_ps(p, m); }
+  // a * b + c in the lanes of m, c elsewhere (c's bits unchanged there).
+  static R fma(R a, R b, R c, M m) {
+    return _mm256_blendv_ps(c, _mm256_fmadd_ps(a, b, c), _mm256_castsi256_ps(m));
+  }
+  // Lane l of the result is lane (l + r) mod 8 of v.
+  static R rotate(R v, Index r) {
+    const __m256i l = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_permutevar8x32_ps(
+        v, _mm256_and_si256(_mm256_add_epi32(l, _mm256_set1_epi32(int(r))), _mm256_set1_epi32(7)));
+  }
   // The lane sums of a, b, c, d into out[0..4) (added to what is there with accumulate), each as
   // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
   static void sum4(float* out, R a, R b, R c, R d, bool accumulate) {
@@ -258,6 +278,24 @@ struct Vec<double> {
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static void store(double* p, R v) { _mm256_storeu_pd(p, v); }
+  using M = __m256i;  // as Vec<float>'s, four lanes of 64 bits
+  static M lanes(Index lo, Index hi) {
+    const __m256i l = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_set1_epi64x(lo), l),
+                               _mm256_cmpgt_epi64(_mm256_set1_epi64x(hi), l));
+  }
+  static R load(const double* p, M m) { return _mm256_maskload_pd(p, m); }
+  static R fma(R a, R b, R c, M m) {
+    return _mm256_blendv_pd(c, _mm256_fmadd_pd(a, b, c), _mm256_castsi256_pd(m));
+  }
+  static R rotate(R v, Index r) {  // lane l <- lane (l + r) mod 4: moves pairs of 32-bit halves
+    const __m256i pair = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    const __m256i half = _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1);
+    const __m256i src = _mm256_and_si256(_mm256_add_epi32(pair, _mm256_set1_epi32(int(r))),
+                                         _mm256_set1_epi32(3));
+    const __m256i idx = _mm256_add_epi32(_mm256_add_epi32(src, src), half);
+    return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), idx));
+  }
   // The lane sums of a, b, c, d into out[0..4) (as above), each as (l0 + l1) + (l2 + l3).
   static void sum4(double* out, R a, R b, R c, R d, bool accumulate) {
     const R ab = _mm256_hadd_pd(a, b), cd = _mm256_hadd_pd(c, d);
@@ -311,6 +349,16 @@ struct Zmm<float> {
   static R bcast(const float* p) { return _mm512_set1_ps(*p); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  using M = __mmask16;  // lane masks, as Vec's
+  static M lanes(Index lo, Index hi) { return M(((1u << hi) - 1) & ~((1u << lo) - 1)); }
+  static R load(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
+  static R fma(R a, R b, R c, M m) { return _mm512_mask3_fmadd_ps(a, b, c, m); }
+  static R rotate(R v, Index r) {
+    const __m512i l = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_permutexvar_ps(
+        _mm512_and_si512(_mm512_add_epi32(l, _mm512_set1_epi32(int(r))), _mm512_set1_epi32(15)),
+        v);
+  }
   // The lane sums of a, b, c, d into out[0..4): lanes l and l + 8 added first, then as Vec::sum4.
   static void sum4(float* out, R a, R b, R c, R d, bool accumulate) {
     Vec<float>::sum4(out, fold(a), fold(b), fold(c), fold(d), accumulate);
@@ -334,6 +382,15 @@ struct Zmm<double> {
   static R bcast(const double* p) { return _mm512_set1_pd(*p); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
+  using M = __mmask8;
+  static M lanes(Index lo, Index hi) { return M(((1u << hi) - 1) & ~((1u << lo) - 1)); }
+  static R load(const double* p, M m) { return _mm512_maskz_loadu_pd(m, p); }
+  static R fma(R a, R b, R c, M m) { return _mm512_mask3_fmadd_pd(a, b, c, m); }
+  static R rotate(R v, Index r) {
+    const __m512i l = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm512_permutexvar_pd(
+        _mm512_and_si512(_mm512_add_epi64(l, _mm512_set1_epi64(r)), _mm512_set1_epi64(7)), v);
+  }
   static void sum4(double* out, R a, R b, R c, R d, bool accumulate) {
     Vec<double>::sum4(out, fold(a), fold(b), fold(c), fold(d), accumulate);
   }
@@ -578,10 +635,24 @@ namespace detail {
 // which the first nr are real, into C[MB x nr] (ldc apart), while prefetching next_rows rows of w
 // from `next` on (null: none). Each load of w feeds MB FMAs, from registers; every sum is
 // accumulated and reduced exactly as with MB = 1, so the blocking changes no result.
+//
+// Each sum is accumulated in the lanes of one register, lane l taking the products of k = l (mod L)
+// in increasing k. `shift` > 0 (see row_shift): every row of w starts `shift` elements past a
+// register boundary, so a register loaded at ws[q] + k spans two cache lines, 1 in 4 to 4 in 4 of
+// them, and each such load costs two. The loop then moves its registers back to the boundary: the
+// first one starts at k = -shift and the last one ends past Kv, both masked to [0, Kv) (masked
+// lanes are not read and add nothing); A is loaded at the same k. Lane l then takes k = l - shift
+// (mod L), in the same order, and rotating each sum by `shift` lanes gives bitwise the registers of
+// the loads from ws[q]. (Standalone, 2 threads streaming 1 MB each with 64-byte loads, Zen 4: rows
+// 16 bytes off a boundary took 1.20x the time of aligned rows. The LSTM step, B = 1, H = 256, 2
+// threads, from Python, on weights 16 or 48 bytes off: 0.88x-0.90x the time of loading the rows
+// where they start; 32 bytes off: 0.96x; 4 alternating processes, Zen 4. NumPy's large arrays
+// start 16 bytes past a 64-byte boundary.)
 template <typename V, int MB, typename T>
 [[gnu::always_inline]] inline void dot_rows(Index K, const T* A, Index lda, const T* const* ws,
-                                            Index nr, const T* next, Index next_rows, Index ldw,
-                                            T* C, Index ldc, bool accumulate) {
+                                            Index nr, Index shift, const T* next,
+                                            Index next_rows, Index ldw, T* C, Index ldc,
+                                            bool accumulate) {
   using R = typename V::R;
   constexpr Index L = sizeof(R) / sizeof(T);  // one register
   constexpr Index kLine = 64 / sizeof(T);     // one cache line: 1 or 2 registers
@@ -606,14 +677,37 @@ template <typename V, int MB, typename T>
       s[m][3] = V::fma(av, w3, s[m][3]);
     }
   };
+  auto masked_step = [&](Index k, typename V::M lanes) {  // step(k) on some lanes
+    const R w0 = V::load(ws[0] + k, lanes), w1 = V::load(ws[1] + k, lanes),
+            w2 = V::load(ws[2] + k, lanes), w3 = V::load(ws[3] + k, lanes);
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; ++m) {
+      const R av = V::load(A + m * lda + k, lanes);
+      s[m][0] = V::fma(av, w0, s[m][0], lanes);
+      s[m][1] = V::fma(av, w1, s[m][1], lanes);
+      s[m][2] = V::fma(av, w2, s[m][2], lanes);
+      s[m][3] = V::fma(av, w3, s[m][3], lanes);
+    }
+  };
   Index k = 0;
+  if (shift != 0) {
+    if (next != nullptr)
+      for (Index q = 0; q < next_rows; ++q)
+        _mm_prefetch(reinterpret_cast<const char*>(next + q * ldw), _MM_HINT_T0);
+    masked_step(-shift, V::lanes(shift, L));
+    k = L - shift;
+  }
   if (next != nullptr)
     for (; k + kLine <= Kv; k += kLine) {
       for (Index q = 0; q < next_rows; ++q)
         _mm_prefetch(reinterpret_cast<const char*>(next + q * ldw + k), _MM_HINT_T0);
       for (Index l = 0; l < kLine; l += L) step(k + l);
     }
-  for (; k < Kv; k += L) step(k);
+  for (; k + L <= Kv; k += L) step(k);
+  if (k < Kv) masked_step(k, V::lanes(0, Kv - k));
+  if (shift != 0)
+    for (int m = 0; m < MB; ++m)
+      for (int q = 0; q < 4; ++q) s[m][q] = V::rotate(s[m][q], shift);
 #pragma GCC unroll 4
   for (int m = 0; m < MB; ++m) {
     const T* a = A + m * lda;
@@ -631,21 +725,34 @@ template <typename V, int MB, typename T>
   }
 }
 
+// dot_rows' shift for the rows of w (ldw apart): how many elements past a register boundary each
+// starts, when that is the same for all rows and not 0 (else 0: plain loads), and K fills a
+// register.
+template <typename V, typename T>
+inline Index row_shift(const T* w, Index ldw, Index K) {
+  constexpr Index kBytes = sizeof(typename V::R);
+  const auto at = reinterpret_cast<std::uintptr_t>(w);
+  if (K * Index(sizeof(T)) < kBytes || at % sizeof(T) != 0 || ldw * sizeof(T) % kBytes != 0)
+    return 0;
+  return Index(at % kBytes / sizeof(T));
+}
+
 // gemv_nt for M1 + M2 rows of A: each group of four rows of w is read once (from memory, the
 // next group prefetched meanwhile), then used by the M1 rows and the M2 rows after them.
 template <typename V, int M1, int M2, typename T>
 inline void gemv_rows(Index N, Index K, const T* A, Index lda, const T* w, Index ldw,
                       bool accumulate, T* C, Index ldc) {
+  const Index shift = row_shift<V>(w, ldw, K);
   for (Index n = 0; n < N; n += 4) {
     const Index nr = std::min<Index>(4, N - n);
     const T* ws[4];
     for (Index q = 0; q < 4; ++q) ws[q] = w + (n + (q < nr ? q : 0)) * ldw;
     const T* next = n + 4 < N ? w + (n + 4) * ldw : nullptr;  // the first of the next four rows
     const Index next_rows = std::min<Index>(4, N - n - 4);
-    dot_rows<V, M1>(K, A, lda, ws, nr, next, next_rows, ldw, C + n, ldc, accumulate);
+    dot_rows<V, M1>(K, A, lda, ws, nr, shift, next, next_rows, ldw, C + n, ldc, accumulate);
     if constexpr (M2 > 0)
-      dot_rows<V, M2>(K, A + M1 * lda, lda, ws, nr, static_cast<const T*>(nullptr), 0, ldw,
-                      C + M1 * ldc + n, ldc, accumulate);
+      dot_rows<V, M2>(K, A + M1 * lda, lda, ws, nr, shift, static_cast<const T*>(nullptr), 0,
+                      ldw, C + M1 * ldc + n, ldc, accumulate);
   }
 }
 

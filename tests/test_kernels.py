@@ -136,6 +136,38 @@ def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant,
             _assert_all_equal(got, expected, f"{variant.id} {n} threads vs 1: {what}")
 
 
+def _at_offset(a, elements):
+    """A C-contiguous copy of ``a`` whose data starts ``elements`` elements past a 64-byte
+    boundary."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + elements * a.itemsize
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+# A short call reads its weights in place (reads_weights_directly in csrc/seq.h) wherever they
+# start. Rows that fill whole registers (I = 48, H = 32) all start at the same offset from a register
+# boundary, and the dot products then load from the boundary before each row (dot_rows in
+# csrc/gemm.h); rows that do not (I = 21, H = 40) are loaded where they start. Passes of 4 and 1 rows
+# (B = 5).
+@pytest.mark.parametrize("I,H", [(48, 32), (21, 40)], ids=["rows-fill-registers", "odd-rows"])
+@DTYPE
+def test_core_results_do_not_depend_on_weight_alignment(core, variant, dtype, I, H, make_case):
+    case = make_case(variant, 1, 5, I, H, dtype=dtype, x_scale=2.0)
+    lanes = 64 // np.dtype(dtype).itemsize
+    weights = [n for n in ("w_ih", "w_hh", "w_hr") if case.inputs.get(n) is not None]
+
+    def at(offset):  # each weight at its own offset
+        return {n: _at_offset(case.inputs[n], (offset * (1 + 2 * k)) % lanes)
+                for k, n in enumerate(weights)}
+
+    expected, _ = case.forward(core, training=False, **at(0))
+    for offset in range(1, lanes):
+        got, _ = case.forward(core, training=False, **at(offset))
+        _assert_all_equal(got, expected, f"{variant.id} weights {offset} elements off:")
+
+
 @RAGGED
 @DTYPE
 def test_core_inference_returns_no_cache(core, variant, dtype, ragged, make_case):
