@@ -148,6 +148,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
   StepBarrier step_end;
+  TileClaims claims(ntiles);
   forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
@@ -159,9 +160,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
     Index nact, lda;
     const T* h_act = rows.gather(h_prev, H, t, nact, lda);
 
-    project_own_tiles(a_t, x_t, I, w_ih_t, count, H, B, ntiles);
-#pragma omp for schedule(static) nowait
-    for (Index tile = 0; tile < ntiles; ++tile) {
+    step_tiles(claims, k, a_t, x_t, I, w_ih_t, count, H, B, ntiles, [&](Index tile) {
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
       T* rc = tile_scratch(rec, tile, B, count);
@@ -189,7 +188,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
               ConstArrMap<T>(a_row + r * H + tl.lo, nu) * ConstArrMap<T>(h_prev + b * H + tl.lo, nu);
         }
       }
-    }
+    });
     step_end.wait();
     if (lbr) return;
 

@@ -227,6 +227,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
   StepBarrier step_end;
+  TileClaims claims(ntiles);
   forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
@@ -238,9 +239,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
     Index nact, lda;
     const T* h_act = h_rows.gather(h_prev, P, t, nact, lda);
 
-    project_own_tiles(a_t, x_t, I, w_ih_t, count, H, B, ntiles);
-#pragma omp for schedule(static) nowait
-    for (Index tile = 0; tile < ntiles; ++tile) {
+    step_tiles(claims, k, a_t, x_t, I, w_ih_t, count, H, B, ntiles, [&](Index tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
       T* r = tile_scratch(rec, tile, B, count);
@@ -262,7 +261,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
         }
         if (!proj) emit_output(y_t + b * P, h_new + b * P, tl, act);
       }
-    }
+    });
     step_end.wait();
     if (proj) {
 #pragma omp for schedule(static) nowait

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 
 #include "common.h"
@@ -124,5 +125,46 @@ inline int packing_threads(Index elements) { return elements < (Index(1) << 18) 
 inline int region_threads(double step_work) {
   return step_work < kParallelStepWork ? 1 : max_threads();
 }
+
+}  // namespace rnnfast
+
+namespace rnnfast {
+
+// The tiles of the steps of a short call (its weights read in place: each step streams every
+// weight from cache), shared out as `omp for schedule(static)` shares them, but each claimed before
+// it is worked on: a thread that has done its own share takes the unclaimed tiles of the others,
+// last first. Each tile is done once per step, by one thread, with the same code: which thread
+// does it changes no result. When the two cores run at different speeds (a busy sibling on the
+// host), the static split waits for the slower one.
+class TileClaims {
+ public:
+  explicit TileClaims(Index tiles) : n_(tiles), step_(new std::atomic<Index>[tiles]) {
+    for (Index k = 0; k < n_; ++k) step_[k].store(-1, std::memory_order_relaxed);
+  }
+  // f(tile) for each tile claimed at step `step` (steps counted from 0, each greater than the
+  // last); every thread of the region calls it.
+  template <typename F>
+  void run(Index step, F&& f) {
+    const int nt = omp_get_num_threads(), me = omp_get_thread_num();
+    auto lo = [&](int t) { return Index(t) * n_ / nt; };
+    for (Index k = lo(me); k < lo(me + 1); ++k)
+      if (claim(k, step)) f(k);
+    for (int d = 1; d < nt; ++d) {
+      const int other = (me + d) % nt;
+      for (Index k = lo(other + 1) - 1; k >= lo(other); --k)
+        if (claim(k, step)) f(k);
+    }
+  }
+
+ private:
+  bool claim(Index k, Index step) {
+    Index seen = step_[k].load(std::memory_order_relaxed);
+    while (seen < step)
+      if (step_[k].compare_exchange_weak(seen, step, std::memory_order_relaxed)) return true;
+    return false;
+  }
+  Index n_;
+  std::unique_ptr<std::atomic<Index>[]> step_;
+};
 
 }  // namespace rnnfast

@@ -53,6 +53,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, H);
   StepBarrier step_end;
+  TileClaims claims(ntiles);
   forward_scan<T>(nth, seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
@@ -60,9 +61,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
     T* y_t = y + t * B * H;
     Index nact, lda;
     const T* h_act = h_rows.gather(h_prev, H, t, nact, lda);
-    project_own_tiles(a_t, x_t, I, w_ih_t, 1, H, B, ntiles);
-#pragma omp for schedule(static) nowait
-    for (Index tile = 0; tile < ntiles; ++tile) {
+    step_tiles(claims, k, a_t, x_t, I, w_ih_t, 1, H, B, ntiles, [&](Index tile) {
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
       T* rc = tile_scratch(rec, tile, B, 1);
@@ -79,7 +78,7 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
         }
         emit_output(y_t + b * H, h_new + b * H, tl, act);
       }
-    }
+    });
     step_end.wait();
   });
 

@@ -180,9 +180,9 @@ class ChunkProjection {
 // into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` otherwise, then
 // step(k, t, a_t, x_t) runs for each step with a_t (B, GH) the projected inputs of time t; the GEMM
 // ends with a barrier. When w_ih is read in place (reads_weights_directly: a short call, such as a
-// cell's step) there is no GEMM: x_t is then time t's inputs and each thread of the step projects
-// the units of its own tiles first (project_own_tiles), so that a step has no barrier between the
-// two and a thread reads only its tiles' rows of w_ih. Otherwise x_t is null.
+// cell's step) there is no GEMM: x_t is then time t's inputs and each tile of the step projects its
+// own units (step_tiles), so that a step has no barrier between the two and reads each row of w_ih
+// once. Otherwise x_t is null.
 template <typename T, typename Step>
 void forward_scan(int threads, const Seq& s, T* saved_xp, T* xp_ws, const T* x,
                   const PackedB<T>& w_ih_t, Index I, ChunkProjection<T>& projection, Step&& step) {
@@ -203,26 +203,39 @@ void forward_scan(int threads, const Seq& s, T* saved_xp, T* xp_ws, const T* x,
   });
 }
 
-// For forward_scan's steps without a chunk GEMM (x_t not null; else nothing): the projected inputs
-// of the units of this thread's tiles, a_t[b, g*H + u] = x_t[b] . w_ih[g*H + u] for every gate
-// g < G and row b < B, w_ih_t being w_ih^T read in place (gemm_serial's dot products). The loop
-// has no barrier: the step's loop over the same `ntiles` tiles, static as this one, gives each
-// thread the same tiles (OpenMP's rule for static loops of one region with the same iteration
-// count), so a thread reads only the projections it wrote. All the projections of a thread come
-// before its recurrent products rather than alternating with them tile by tile: streaming one
-// weight matrix from L3 and then the other took 0.92x the time of alternating in a standalone test
-// at H = 256, and the cell step 0.97x on one thread.
+// For forward_scan's steps without a chunk GEMM (x_t not null): the projected inputs of the units
+// of one tile, a_t[b, g*H + u] = x_t[b] . w_ih[g*H + u] for every gate g < G and row b < B, w_ih_t
+// being w_ih^T read in place (gemm_serial's dot products).
 template <typename T>
-inline void project_own_tiles(T* a_t, const T* x_t, Index I, const PackedB<T>& w_ih_t, Index G,
-                              Index H, Index B, Index ntiles) {
-  if (x_t == nullptr) return;
-#pragma omp for schedule(static) nowait
-  for (Index tile = 0; tile < ntiles; ++tile) {
-    const Tile tl = tile_at(tile, H);
-    for (Index g = 0; g < G; ++g)
-      gemm_serial<T>(B, tl.size(), x_t, I, w_ih_t, g * H + tl.lo, false, a_t + g * H + tl.lo,
-                     G * H);
+inline void project_tile(T* a_t, const T* x_t, Index I, const PackedB<T>& w_ih_t, Index G, Index H,
+                         Index B, Index tile) {
+  const Tile tl = tile_at(tile, H);
+  for (Index g = 0; g < G; ++g)
+    gemm_serial<T>(B, tl.size(), x_t, I, w_ih_t, g * H + tl.lo, false, a_t + g * H + tl.lo, G * H);
+}
+
+// One forward step's tiles, tile_step(tile) for each of the `ntiles`, on the threads of the region
+// (no barrier at the end). A step that projects its own inputs (x_t not null, see forward_scan)
+// projects each tile's units right before tile_step, by the same thread, and its tiles are claimed
+// (TileClaims, k the step) instead of split statically: such a step streams all its weights from
+// cache once, and a thread whose core runs slower no longer holds up the other. Against a static
+// split with all of a thread's projections before its recurrent products, B = 1, H = 256, Zen 4,
+// alternating processes: LSTM step 0.97x the time on 2 threads in a quiet phase of the host (6
+// pairs), 0.99x-1.01x in a slow one (5 pairs), 0.97x on 1 thread (3 pairs); GRU step 0.99x,
+// 1.00x-1.02x and 0.97x. (The old order's gain, 0.97x the time on a Zen 3, did not show here.)
+template <typename T, typename F>
+inline void step_tiles(TileClaims& claims, Index k, T* a_t, const T* x_t, Index I,
+                       const PackedB<T>& w_ih_t, Index G, Index H, Index B, Index ntiles,
+                       F&& tile_step) {
+  if (x_t != nullptr) {
+    claims.run(k, [&](Index tile) {
+      project_tile(a_t, x_t, I, w_ih_t, G, H, B, tile);
+      tile_step(tile);
+    });
+    return;
   }
+#pragma omp for schedule(static) nowait
+  for (Index tile = 0; tile < ntiles; ++tile) tile_step(tile);
 }
 
 // The gradient w.r.t. the carried state during the backward walk: two (B, W) buffers that trade
