@@ -164,7 +164,7 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
       const Tile tl = tile_at(tile, H);
       const Index nu = tl.size();
       T* rc = tile_scratch(rec, tile, B, count);
-      prefetch_gate_units(a_t, count, H, tl);  // row 0's: see prefetch_gate_units
+      prefetch_gate_units(a_t, count, H, tl);  // row 0 (see prefetch_gate_units)
       tile_recurrent_gemm<T>(rc, count * nu, h_act, lda, w_rzn, lbr ? count : 2, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {
         T* a_row = a_t + b * GH;

@@ -243,7 +243,7 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
       const Tile tl = tile_at(tile, H);
       const Index n = tl.size();
       T* r = tile_scratch(rec, tile, B, count);
-      prefetch_gate_units(a_t, count, H, tl);  // row 0's: see prefetch_gate_units
+      prefetch_gate_units(a_t, count, H, tl);  // row 0 (see prefetch_gate_units)
       tile_recurrent_gemm<T>(r, count * n, h_act, lda, packed, count, nact, tl);
       for (Index b = 0, i = 0; b < B; ++b) {
         T* a_row = a_t + b * GH;

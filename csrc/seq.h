@@ -323,7 +323,12 @@ PackedB<T> pack_weight(const T* w, Index N, Index K, const Seq& s) {
 // it computes this one. (The projected inputs come from L3: between their chunk's GEMM and their
 // step the recurrent weights stream past. A standalone LSTM gate pass over such rows took 6.4-7.4
 // ns a unit with this prefetch against 9-12 without, 4.8 on rows in L2; the LSTM forward took
-// 0.95x-1.01x the time, the GRU forward 0.95x-0.99x, B = 16-128, in-process pairs, Zen 3.)
+// 0.95x-1.01x the time, the GRU forward 0.95x-0.99x, B = 16-128, in-process pairs, Zen 3.) The
+// first row's units are prefetched before the tile's recurrent GEMM: a step of one row has no next
+// row to prefetch meanwhile, and the thread that projected the row's units may sit on a distant
+// core. (B = 1, T = 100, H = 128, Zen 4 under KVM, in-process pairs of two module builds: GRU
+// forward 0.95x-0.97x, LSTM 0.98x-0.99x the time while the two vCPUs were a 340 ns cache-line
+// round trip apart; 0.99x-1.01x at 80 ns.)
 template <typename T>
 inline void prefetch_gate_units(const T* row, Index G, Index H, Tile tl) {
   for (Index g = 0; g < G; ++g) prefetch_range(row + g * H + tl.lo, tl.size());
