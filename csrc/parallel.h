@@ -6,6 +6,9 @@
 #include <omp.h>
 
 #include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -16,6 +19,8 @@ namespace rnnfast {
 
 // Below this many multiply-adds per recurrent step, a second thread does not pay for its barriers.
 constexpr double kParallelStepWork = 96.0 * 1024.0;
+// The same when the cores of the first two threads are far apart (see CoreDistance).
+constexpr double kFarParallelStepWork = 160.0 * 1024.0;
 
 // The thread count, one for the whole process (OpenMP's own setting is per calling thread, so a
 // count set from one Python thread would not apply to calls from another). 0 = OpenMP's default.
@@ -39,6 +44,82 @@ inline void set_max_threads(int n) { thread_setting().store(n, std::memory_order
 // that cannot create them ends the process (libgomp calls exit).
 inline int thread_limit() { return 4 * omp_get_num_procs(); }
 
+inline void cpu_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// How far apart the cores of a region's first two threads are: the round trip of a cache line
+// between them, measured at the start of a region at most every kInterval. A virtual machine's
+// vCPUs move between host cores while it runs: on the 2-vCPU Zen 4 development VM the round trip
+// went between 60-80 ns and 335-375 ns every few seconds (two cores of one CCX against two CCDs,
+// presumably), and a barrier-bound sequence with it: the GRU forward at B = 1, T = 100, H = 128
+// took 0.22-0.27 ms on 2 threads nearby, 0.38-0.46 ms far apart, 0.32-0.33 ms on 1 thread either
+// way. A step's barrier and the exchange of h_{t-1} cost several round trips, so far apart a
+// second thread pays only for more work per step (kFarParallelStepWork, region_threads). This
+// measurement (its clock reads included) gave 110-120 ns nearby and 200-240 ns far apart; kFarNs
+// lies between. In-process pairs against the fixed threshold, that GRU forward took 0.85x-0.92x
+// the time far apart (16 pairs of runs, now on one thread) and 0.98x-1.03x nearby; the LSTM at
+// the same shape (131k multiply-adds a step) 0.97x-0.99x far apart.
+class CoreDistance {
+ public:
+  static constexpr int kFarNs = 160;
+  // Whether the last measurement found the cores far apart and is recent.
+  bool far_apart() const {
+    return round_trip_ns_.load(std::memory_order_relaxed) >= kFarNs && !stale(now_ns());
+  }
+  // Whether a region of `threads` threads about to start should measure (claims the measurement).
+  bool claim(int threads) {
+    if (threads < 2 || threads > omp_get_num_procs()) return false;  // nobody to wait for
+    const int64_t now = now_ns();
+    int64_t last = last_ns_.load(std::memory_order_relaxed);
+    return stale(now, last) &&
+           last_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed);
+  }
+  // Called by every thread of a region that claimed a measurement, first thing: threads 0 and 1
+  // pass `ball` to and fro kTrips times; thread 0 keeps the fastest trip after the first.
+  void measure(std::atomic<int>& ball) {
+    const int me = omp_get_thread_num();
+    if (omp_get_num_threads() < 2 || me > 1) return;
+    if (me == 1) {
+      for (int i = 0; i <= kTrips; ++i) {
+        while (ball.load(std::memory_order_acquire) != 2 * i + 1) cpu_pause();
+        ball.store(2 * i + 2, std::memory_order_release);
+      }
+      return;
+    }
+    int64_t best = -1;
+    for (int i = 0; i <= kTrips; ++i) {
+      const int64_t start = now_ns();
+      ball.store(2 * i + 1, std::memory_order_release);
+      while (ball.load(std::memory_order_acquire) != 2 * i + 2) cpu_pause();
+      const int64_t trip = now_ns() - start;
+      if (i > 0 && (best < 0 || trip < best)) best = trip;  // the first waits for thread 1 to start
+    }
+    round_trip_ns_.store(int(best), std::memory_order_relaxed);
+  }
+  // The last round trip measured in ns, 0 before the first.
+  int round_trip_ns() const { return round_trip_ns_.load(std::memory_order_relaxed); }
+
+ private:
+  static constexpr int kTrips = 8;
+  static constexpr int64_t kInterval = 20'000'000;  // ns
+  static int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  bool stale(int64_t now) const { return stale(now, last_ns_.load(std::memory_order_relaxed)); }
+  static bool stale(int64_t now, int64_t last) { return now - last >= kInterval; }
+  std::atomic<int> round_trip_ns_{0};
+  std::atomic<int64_t> last_ns_{INT64_MIN / 2};
+};
+inline CoreDistance& core_distance() {
+  static CoreDistance d;
+  return d;
+}
+
 // Runs body() on `threads` threads: in one OpenMP parallel region, or on the calling thread outside
 // any region when threads is 1. There, the kernels' worksharing loops run serially and their
 // barriers do nothing, whereas libgomp ends every barrier with a futex wake-up system call, even
@@ -49,8 +130,13 @@ inline void run_threads(int threads, F&& body) {
     body();
     return;
   }
+  const bool measure = core_distance().claim(threads);
+  alignas(64) std::atomic<int> ball{0};
 #pragma omp parallel num_threads(threads)
-  body();
+  {
+    if (measure) core_distance().measure(ball);
+    body();
+  }
 }
 
 // f(j) for j in [0, n), split statically among `threads` threads (see run_threads).
@@ -92,7 +178,7 @@ class StepBarrier {
     const int limit = n <= procs ? kSpins : kThrottledSpins;
     for (int spins = 0; spins < limit; ++spins) {
       if (generation_.load(std::memory_order_acquire) != g) return;
-      pause();
+      cpu_pause();
     }
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
     {
@@ -106,11 +192,6 @@ class StepBarrier {
   // Pauses before sleeping: about 0.1 ms (as GOMP_SPINCOUNT in _core.py), or, with more threads
   // than processors, about as few as libgomp's throttled spin count (100).
   static constexpr int kSpins = 4000, kThrottledSpins = 100;
-  static void pause() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<unsigned> generation_{0};
   alignas(64) std::atomic<int> sleepers_{0};
@@ -121,9 +202,13 @@ class StepBarrier {
 // Threads for packing a weight of `elements` (a copy: worth splitting only when large).
 inline int packing_threads(Index elements) { return elements < (Index(1) << 18) ? 1 : max_threads(); }
 
-// Threads for a region whose recurrent step costs `step_work` multiply-adds.
+// Threads for a region whose recurrent step costs `step_work` multiply-adds. With the cores far
+// apart (CoreDistance), up to kFarParallelStepWork too runs on one thread; once the measurement is
+// older than its interval, such a call runs on all threads again and measures anew.
 inline int region_threads(double step_work) {
-  return step_work < kParallelStepWork ? 1 : max_threads();
+  if (step_work < kParallelStepWork) return 1;
+  if (step_work < kFarParallelStepWork && core_distance().far_apart()) return 1;
+  return max_threads();
 }
 
 }  // namespace rnnfast

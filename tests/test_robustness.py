@@ -27,6 +27,7 @@ import pathlib
 import pickle
 import resource
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -425,6 +426,21 @@ def test_local_thread_count_applies_to_the_calling_thread_only(keep_threads):
                                              rf"\[1, \d+\], got {bad}"):
             _core.set_local_threads(bad)
     assert rnnfast.get_num_threads() == 2
+
+
+def test_multithreaded_calls_measure_how_far_apart_their_cores_are(keep_threads, make_case):
+    """A call on two threads measures the round trip of a cache line between their cores (at most
+    every 20 ms; csrc/parallel.h, CoreDistance), from which the kernels choose one thread for small
+    steps when the cores are far apart. Without two processors there is nothing to measure."""
+    rnnfast.set_num_threads(2)
+    case = make_case("lstm", 2, 16, 64, 256, dtype=np.float32)  # big enough for two threads
+    case.forward(_core, training=False)
+    time.sleep(0.03)  # past the interval: this call measures anew
+    case.forward(_core, training=False)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert 0 < _core.core_round_trip_ns() < 1_000_000
+    else:
+        assert _core.core_round_trip_ns() == 0
 
 
 @pytest.mark.parametrize("threads", [2, 3])

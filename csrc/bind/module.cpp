@@ -62,6 +62,10 @@ PYBIND11_MODULE(RNNFAST_MODULE, m) {
       py::arg("n"),
       "Set the threads of the kernel calls made from the calling thread only (0: the count of "
       "set_num_threads); returns the previous setting.");
+  m.def("core_round_trip_ns", []() { return rnnfast::core_distance().round_trip_ns(); },
+        "The round trip of a cache line between the cores of the last measured region's first two "
+        "threads, in ns (0: not measured yet); the kernels run small steps on one thread when it "
+        "is long.");
   m.def("build_info", []() {
     py::dict d;
     d["version"] = RNNFAST_VERSION;

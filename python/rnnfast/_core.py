@@ -91,6 +91,7 @@ rnn_backward = _impl.rnn_backward
 set_num_threads = _impl.set_num_threads
 get_num_threads = _impl.get_num_threads
 set_local_threads = _impl.set_local_threads
+core_round_trip_ns = _impl.core_round_trip_ns
 
 
 def build_info() -> dict[str, str]:

@@ -24,6 +24,9 @@ def get_num_threads() -> int: ...
 # The threads of the calls made from the calling thread only (0: set_num_threads's); returns the
 # previous setting.
 def set_local_threads(n: int) -> int: ...
+# The round trip of a cache line between the cores of the last measured region's first two threads,
+# in ns (0: not measured yet): the kernels run small steps on one thread when it is long.
+def core_round_trip_ns() -> int: ...
 
 # ---- LSTM ----------------------------------------------------------------------------------------
 # x [T, B, I], h0 [B, P], c0 [B, H], w_ih [4H, I], w_hh [4H, P], b_ih, b_hh [4H],
