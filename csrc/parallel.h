@@ -211,16 +211,12 @@ inline int region_threads(double step_work) {
   return max_threads();
 }
 
-}  // namespace rnnfast
-
-namespace rnnfast {
-
 // The tiles of the steps of a short call (its weights read in place: each step streams every
 // weight from cache), shared out as `omp for schedule(static)` shares them, but each claimed before
 // it is worked on: a thread that has done its own share takes the unclaimed tiles of the others,
 // last first. Each tile is done once per step, by one thread, with the same code: which thread
-// does it changes no result. When the two cores run at different speeds (a busy sibling on the
-// host), the static split waits for the slower one.
+// does it changes no result. When one core runs slower for a while (the host's other work), a
+// static split waits for it.
 class TileClaims {
  public:
   explicit TileClaims(Index tiles) : n_(tiles), step_(new std::atomic<Index>[tiles]) {
