@@ -236,6 +236,21 @@ def test_sgemm_fraction_uses_the_products_timed_next_to_the_case():
     assert plain.case_sgemm_gflops(fast) == plain.sgemm_gflops
 
 
+def test_notes_give_the_range_of_core_round_trips_measured_during_the_cases():
+    # rnnfast's thread choice depends on how far apart its cores are, which can change during a
+    # run on a virtual machine: the notes say what the run saw; cases without a measurement (0)
+    # do not count, and a run without any prints no such line.
+    cases = [rb.Case("sequence", "lstm", B, 2, 3, 3) for B in (1, 2, 3)]
+    results = [rb.Result(c, "forward", "rnnfast", rb.OK, times=[1e-3]) for c in cases]
+    settings = rb.Settings(threads=2, against=())
+    report = rb.Report(settings, results, [1e-4], "", "test", {},
+                       dict(zip(cases, (0, 340, 80))))
+    lines = [n for n in rb.notes(report) if n.startswith("Cache-line round trip")]
+    assert len(lines) == 1 and ": 80-340 ns (" in lines[0]
+    plain = rb.Report(settings, results, [1e-4], "", "test")
+    assert not any(n.startswith("Cache-line round trip") for n in rb.notes(plain))
+
+
 def test_missed_ratio_goals_say_what_fraction_of_sgemm_they_need():
     # rnnfast as fast as torch (1.0x: the 1.25x forward goal is missed); torch runs at some known
     # fraction of the sgemm timed next to the case, so meeting the goal there needs 1.25x that.

@@ -55,6 +55,7 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 import numpy as np
 
+from . import _core
 from .check import TOLERANCES, relative_error
 
 __all__ = [
@@ -798,6 +799,11 @@ class Report:
     # taken against these, so that a machine whose speed drifts during the run (a shared host)
     # is compared with itself.
     case_sgemm: dict[Case, list[float]] = dataclasses.field(default_factory=dict)
+    # The round trip of a cache line between the cores of rnnfast's first two threads, in ns, as
+    # last measured by the end of each case (rnnfast._core.core_round_trip_ns; 0: not measured).
+    # A virtual machine's vCPUs can move between nearby and distant host cores during a run, and
+    # small barrier-bound sequences run slower far apart (bench/RESULTS.md, 2026-12-07).
+    case_round_trip_ns: dict[Case, int] = dataclasses.field(default_factory=dict)
 
     @property
     def sgemm_gflops(self) -> float:
@@ -891,10 +897,11 @@ def run(cases: Iterable[Case], settings: Settings, command: str = "",
     with thread_limits(settings.threads, "torch" in settings.against and "torch" not in unavailable) as how:
         half = max(1, settings.sgemm_runs // 2)
         sgemm = sgemm_times(settings.sgemm_size, half, settings.seed)
-        case_sgemm = {}
+        case_sgemm, round_trip = {}, {}
         for k, case in enumerate(cases, 1):
             before = sgemm_times(settings.sgemm_size, 1, settings.seed)
             rows = run_case(case, settings, unavailable)
+            round_trip[case] = _core.core_round_trip_ns()
             case_sgemm[case] = before + sgemm_times(settings.sgemm_size, 1, settings.seed)
             sgemm += case_sgemm[case]
             results += rows
@@ -903,7 +910,7 @@ def run(cases: Iterable[Case], settings: Settings, command: str = "",
                                   for r in rows if r.timed)
                 print(f"[{k}/{len(cases)}] {case.label}: {timed}", file=log, flush=True)
         sgemm += sgemm_times(settings.sgemm_size, settings.sgemm_runs - half, settings.seed)
-    return Report(settings, results, sgemm, how, command, case_sgemm)
+    return Report(settings, results, sgemm, how, command, case_sgemm, round_trip)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1076,6 +1083,11 @@ def notes(report: Report) -> list[str]:
                    "(--ref-repeats 0).")
     if "onnxruntime" in s.against:
         out.append("n/a: ONNX Runtime has no training step.")
+    trips = [ns for ns in report.case_round_trip_ns.values() if ns > 0]
+    if trips:
+        out.append(f"Cache-line round trip between the cores of rnnfast's two threads, as last "
+                   f"measured by the end of each case: {min(trips)}-{max(trips)} ns (far apart, "
+                   f"rnnfast runs small steps on one thread: csrc/parallel.h, CoreDistance).")
     for r in report.results:
         if r.status in (WRONG, FAILED, ABSENT):
             out.append(f"{r.case.label} {r.mode} {DISPLAY[r.contender]}: {r.status}: {r.note}")
