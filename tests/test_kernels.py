@@ -111,7 +111,7 @@ def test_core_backward_twice_is_identical_and_leaves_inputs_alone(core, variant,
         _assert_all_equal(now, saved, f"{variant.id} {what} modified:")
 
 
-@pytest.mark.parametrize("kind", ["ragged-batch", "cell-step", "short-call"])
+@pytest.mark.parametrize("kind", ["ragged-batch", "cell-step", "short-call", "gemm-shares"])
 @DIRECTIONS
 @DTYPE
 def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant, dtype, reverse,
@@ -124,8 +124,13 @@ def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant,
     elif kind == "cell-step":  # one step of two rows: weights read in place, each tile
         # projecting its own inputs
         case = make_case(variant, 1, 2, 250, 256, dtype=dtype, reverse=reverse, x_scale=2.0)
-    else:  # two steps of nine rows: still read in place, in passes of 4, 4 and 1 rows
+    elif kind == "short-call":  # two steps of nine rows: still read in place, in passes of 4, 4
+        # and 1 rows
         case = make_case(variant, 2, 9, 250, 256, dtype=dtype, reverse=reverse, x_scale=2.0)
+    else:  # GEMMs over all steps whose pieces the threads share out by work (for_each_tile in
+        # gemm.h): 264 rows of projection (row tiles of 96, 96 and 72), G*H columns in strips of
+        # 32 that no thread count divides evenly, the last one partial
+        case = make_case(variant, 13, 24, 40, 50, dtype=dtype, reverse=reverse, x_scale=2.0)
     results = {}
     for n in (1, 2, 3):
         core.set_num_threads(n)
