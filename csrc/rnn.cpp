@@ -101,7 +101,6 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   const PackedB<T> w_hh_p = PackedB<T>::from_rows(w.w_hh, H, H, H);
   Buffer<T> dg(TB * H);
   GradRing<T> dh(B, H, dh_n);
-;
 
   const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> dg_rows(seq, H, nth);
