@@ -148,7 +148,15 @@ class PackedB {
       const T* src[NR];
       T* dst = p.data_.data() + j * K * NR;
       const Index w_cols = std::min(NR, p.N_ - j * NR);
-      for (Index c = 0; c < w_cols; ++c) src[c] = w + p.row_of(j * NR + c) * ldw;
+      // The rows of a panel's columns, a run of consecutive rows at a time: row_of per column
+      // (integer divisions) took half the time of packing at H = 64-128 (an LSTM's w_hh packed
+      // in 11.4 us at H = 128, 6.2 us by runs; the forward at B = 1-4, T = 50-100, H = 100-128
+      // 0.95x-0.97x the time, in-process pairs).
+      for (Index c = 0; c < w_cols;) {
+        const Index row = p.row_of(j * NR + c), run = std::min(p.run_from(j * NR + c), w_cols - c);
+        for (Index q = 0; q < run; ++q) src[c + q] = w + (row + q) * ldw;
+        c += run;
+      }
       // k outer: the panel is written sequentially while NR rows of w are read as streams.
       Index k = w_cols == NR ? transpose_into_panel(src, K, dst) : 0;
       for (dst += k * NR; k < K; ++k, dst += NR) {
