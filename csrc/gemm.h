@@ -236,10 +236,11 @@ struct ABlock {
 
 #if RNNFAST_GEMM_AVX2
 // v, which the compiler must now hold in a register: a row of B that feeds the FMAs of several
-// rows of A is loaded once. (GCC 12 folded the loads of B into the FMAs of the kernels of two to
-// four rows as memory operands, loading each row of B once per row of A. Zen 4, one thread, an M x
-// 128 x 512 GEMM on B in L2: 2 rows 84 -> 107 GFLOP/s, 3 rows 85 -> 116, 4 rows 84 -> 112, the
-// kernels of 5-8 rows unchanged at 116; the AVX2 kernel of 2 rows 62 -> 74. The LSTM and GRU
+// rows of A is loaded once. (GCC 12 folded the loads of B into the FMAs of the four-row kernel as
+// memory operands, loading each row of B once per row of A, and the kernels of two and three rows
+// ran as slowly. Zen 4, one thread, an M x 128 x 512 GEMM on B in L2: 2 rows 84 -> 107 GFLOP/s,
+// 3 rows 85 -> 116, 4 rows 84 -> 112, the kernels of 5-8 rows unchanged at 116 (they held B in
+// registers already); the AVX2 kernel of 2 rows 62 -> 74. The LSTM and GRU
 // forwards at T = 100, H = 256, whose steps are such blocks: B = 3-4 0.86x-0.87x the time, B = 2
 // 0.94x-0.95x, 2 threads, in-process pairs. The same arithmetic in the same order: bitwise the same
 // results.)

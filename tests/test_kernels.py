@@ -128,8 +128,8 @@ def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant,
         # and 1 rows
         case = make_case(variant, 2, 9, 250, 256, dtype=dtype, reverse=reverse, x_scale=2.0)
     else:  # GEMMs over all steps whose pieces the threads share out by work (for_each_tile in
-        # gemm.h): 264 rows of projection (row tiles of 96, 96 and 72), G*H columns in strips of
-        # 32 that no thread count divides evenly, the last one partial
+        # gemm.h): 264 rows of projection (row tiles of 96, 96 and 72) by G*H = 200, 150 or 50
+        # columns in strips of 32, the last one partial, most shares ending inside a strip
         case = make_case(variant, 13, 24, 40, 50, dtype=dtype, reverse=reverse, x_scale=2.0)
     results = {}
     for n in (1, 2, 3):
