@@ -58,6 +58,21 @@ struct Panel<float> { static constexpr Index NR = 16; };
 template <>
 struct Panel<double> { static constexpr Index NR = 8; };
 
+// One row of a panel: dst[0, NR) = src[0, w), then zeros (w <= NR). A full row is a copy of a fixed
+// size, which compiles to inlined moves; a runtime size calls memcpy for every 64 bytes (from_rows
+// 1.3x-1.8x faster the fixed way at K = 256-1024, N = 64-256, training steps at B = 1-4, T =
+// 50-100, H = 100-128 0.95x-0.97x the time; par_gemm_tn: see there).
+template <typename T>
+inline void copy_panel_row(T* dst, const T* src, Index w) {
+  constexpr Index NR = Panel<T>::NR;
+  if (w == NR) {
+    std::memcpy(dst, src, sizeof(T) * NR);
+    return;
+  }
+  std::memcpy(dst, src, sizeof(T) * w);
+  for (Index c = w; c < NR; ++c) dst[c] = T(0);
+}
+
 // Rows of A per pass of gemv_nt over the rows of w, for a weight operand (w^T) multiplied straight
 // from w's rows (dot products) instead of packed first: a single step of a cell reads each weight
 // once, and packing would triple its memory traffic. Which calls do that: seq.h,
@@ -173,18 +188,7 @@ class PackedB {
     parallel_for(p.panels_, packing_threads(N * K), [&](Index j) {
       T* dst = p.data_.data() + j * K * NR;
       const Index w = std::min(NR, N - j * NR);
-      // Full panels copy rows of a fixed size: inlined moves, not a call of memcpy per row of 64
-      // bytes (1.3x-1.8x faster at K = 256-1024, N = 64-256; training steps at B = 1-4, T = 50-100,
-      // H = 100-128 0.95x-0.97x the time, in-process pairs).
-      if (w == NR) {
-        for (Index k = 0; k < K; ++k)
-          std::memcpy(dst + k * NR, b + k * ldb + j * NR, sizeof(T) * NR);
-        return;
-      }
-      for (Index k = 0; k < K; ++k) {
-        std::memcpy(dst + k * NR, b + k * ldb + j * NR, sizeof(T) * w);
-        for (Index c = w; c < NR; ++c) dst[k * NR + c] = T(0);
-      }
+      for (Index k = 0; k < K; ++k) copy_panel_row(dst + k * NR, b + k * ldb + j * NR, w);
     });
     return p;
   }
@@ -248,10 +252,9 @@ struct ABlock {
 // memory operands, loading each row of B once per row of A, and the kernels of two and three rows
 // ran as slowly. Zen 4, one thread, an M x 128 x 512 GEMM on B in L2: 2 rows 84 -> 107 GFLOP/s,
 // 3 rows 85 -> 116, 4 rows 84 -> 112, the kernels of 5-8 rows unchanged at 116 (they held B in
-// registers already); the AVX2 kernel of 2 rows 62 -> 74. The LSTM and GRU
-// forwards at T = 100, H = 256, whose steps are such blocks: B = 3-4 0.86x-0.87x the time, B = 2
-// 0.94x-0.95x, 2 threads, in-process pairs. The same arithmetic in the same order: bitwise the same
-// results.)
+// registers already); the AVX2 kernel of 2 rows 62 -> 74. The LSTM and GRU forwards at T = 100,
+// H = 256, whose steps are such blocks: B = 3-4 0.86x-0.87x the time, B = 2 0.94x-0.95x, 2
+// threads, in-process pairs. The same arithmetic in the same order: bitwise the same results.)
 template <typename R>
 inline R in_register(R v) {
   asm("" : "+v"(v));
@@ -994,12 +997,7 @@ inline void par_gemm_tn(Index M, Index N, Index K, const T* A, Index lda, const 
       const Index w = std::min(NR, N - j * NR);
       for (Index k = 0; k < kc; ++k) {
         const Index row = krows != nullptr ? krows[k0 + k] : k0 + k;
-        if (w == NR) {  // a fixed size: inlined moves, not a call of memcpy per 64 bytes
-          std::memcpy(dst + k * NR, B + row * ldb + j * NR, sizeof(T) * NR);
-          continue;
-        }
-        std::memcpy(dst + k * NR, B + row * ldb + j * NR, sizeof(T) * w);
-        for (Index c = w; c < NR; ++c) dst[k * NR + c] = T(0);
+        copy_panel_row(dst + k * NR, B + row * ldb + j * NR, w);
       }
     }
     const bool acc = accumulate || k0 > 0;
