@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pickle
 import types
 
@@ -689,6 +690,10 @@ def _cases(calls):
     add("lstm_cell with unaligned arrays", lambda: _unaligned_cell(lstm), SAME)
     for n in (0, -1, 2**31, 2**63, 1.5, "2", None):
         add(f"set_num_threads({n!r})", lambda n=n: _set_threads(n))
+    for n in (-1, 10**4, 2**31, 2**63, 1.5, "2", None):
+        add(f"fma_peak_gflops({n!r})", lambda n=n: _core.fma_peak_gflops(n, 0.001))
+    for s in (0.0, -1.0, math.nan, math.inf, 11.0, "0.01", None):
+        add(f"fma_peak_gflops(1, {s!r})", lambda s=s: _core.fma_peak_gflops(1, s))
     return cases
 
 

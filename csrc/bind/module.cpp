@@ -4,6 +4,7 @@
 #include <string>
 
 #include "parallel.h"
+#include "peak.h"
 
 namespace py = pybind11;
 
@@ -66,6 +67,23 @@ PYBIND11_MODULE(RNNFAST_MODULE, m) {
         "The round trip of a cache line between the cores of the last measured region's first two "
         "threads, in ns (0: not measured yet); the kernels run small steps on one thread when it "
         "is long.");
+  m.def(
+      "fma_peak_gflops",
+      [](int threads, double seconds) {
+        if (threads < 0 || threads > rnnfast::thread_limit())
+          throw py::value_error("threads: expected 0 (the count of set_num_threads) or a thread "
+                                "count in [1, " + std::to_string(rnnfast::thread_limit()) +
+                                "], got " + std::to_string(threads));
+        if (!(seconds > 0 && seconds <= 10))
+          throw py::value_error("seconds: expected a duration in (0, 10], got " +
+                                std::to_string(seconds));
+        py::gil_scoped_release release;
+        return rnnfast::fma_peak_gflops(threads == 0 ? rnnfast::max_threads() : threads, seconds);
+      },
+      py::arg("threads") = 0, py::arg("seconds") = 0.01,
+      "The float multiply-add ceiling of this build's kernels, in GFLOP/s: one region of "
+      "`threads` threads (0: the count of set_num_threads), each about `seconds` of independent "
+      "multiply-adds in registers with the GEMM's vectors (csrc/peak.h).");
   m.def("build_info", []() {
     py::dict d;
     d["version"] = RNNFAST_VERSION;

@@ -92,6 +92,7 @@ set_num_threads = _impl.set_num_threads
 get_num_threads = _impl.get_num_threads
 set_local_threads = _impl.set_local_threads
 core_round_trip_ns = _impl.core_round_trip_ns
+fma_peak_gflops = _impl.fma_peak_gflops
 
 
 def build_info() -> dict[str, str]:

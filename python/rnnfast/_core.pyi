@@ -27,6 +27,9 @@ def set_local_threads(n: int) -> int: ...
 # The round trip of a cache line between the cores of the last measured region's first two threads,
 # in ns (0: not measured yet): the kernels run small steps on one thread when it is long.
 def core_round_trip_ns() -> int: ...
+# The float multiply-add ceiling of this build's kernels in GFLOP/s: one region of `threads` threads
+# (0: set_num_threads's), each running about `seconds` of multiply-adds in registers.
+def fma_peak_gflops(threads: int = 0, seconds: float = 0.01) -> float: ...
 
 # ---- LSTM ----------------------------------------------------------------------------------------
 # x [T, B, I], h0 [B, P], c0 [B, H], w_ih [4H, I], w_hh [4H, P], b_ih, b_hh [4H],

@@ -759,6 +759,19 @@ def thread_limits(n: int, with_torch: bool):
             setter(previous)
 
 
+def fma_peak_runs(runs: int, threads: int) -> list[float]:
+    """GFLOP/s of ``runs`` regions of float multiply-adds in registers on ``threads`` threads, with
+    the vectors of rnnfast's GEMM kernels (``rnnfast._core.fma_peak_gflops``): the ceiling no
+    kernel of this build can pass, where the sgemm yardstick is only another library's GEMM. Each
+    run comes after the pause between contenders: right after the sgemm, OpenBLAS's spinning
+    workers took a core from the region (176 GFLOP/s against 234 on 2 threads, Zen 4)."""
+    out = []
+    for _ in range(runs):
+        _settle()
+        out.append(_core.fma_peak_gflops(threads, 0.02))
+    return out
+
+
 def sgemm_times(n: int, runs: int, seed: int = 0) -> list[float]:
     """Seconds of ``runs`` NumPy float32 (n, n) @ (n, n) products after one warm-up."""
     rng = np.random.default_rng(seed)
@@ -805,6 +818,9 @@ class Report:
     # A virtual machine's vCPUs can move between nearby and distant host cores during a run, and
     # small barrier-bound sequences run slower far apart (bench/RESULTS.md, 2026-12-07).
     case_round_trip_ns: dict[Case, int] = dataclasses.field(default_factory=dict)
+    # GFLOP/s of the FMA ceiling's runs (fma_peak_runs), before and after the cases; empty: not
+    # measured. The best run is the ceiling: the host's other work can only slow a run down.
+    peak: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def sgemm_gflops(self) -> float:
@@ -818,6 +834,11 @@ class Report:
         if not times:
             return self.sgemm_gflops
         return 2 * self.settings.sgemm_size ** 3 / float(np.median(times)) / 1e9
+
+    @property
+    def peak_gflops(self) -> float:
+        """The FMA ceiling: its best run, NaN if it was not measured."""
+        return max(self.peak) if self.peak else math.nan
 
     @property
     def sgemm_best_gflops(self) -> float:
@@ -898,6 +919,7 @@ def run(cases: Iterable[Case], settings: Settings, command: str = "",
     with thread_limits(settings.threads, "torch" in settings.against and "torch" not in unavailable) as how:
         half = max(1, settings.sgemm_runs // 2)
         sgemm = sgemm_times(settings.sgemm_size, half, settings.seed)
+        peak = fma_peak_runs(half, settings.threads)
         case_sgemm, round_trip = {}, {}
         for k, case in enumerate(cases, 1):
             before = sgemm_times(settings.sgemm_size, 1, settings.seed)
@@ -911,7 +933,8 @@ def run(cases: Iterable[Case], settings: Settings, command: str = "",
                                   for r in rows if r.timed)
                 print(f"[{k}/{len(cases)}] {case.label}: {timed}", file=log, flush=True)
         sgemm += sgemm_times(settings.sgemm_size, settings.sgemm_runs - half, settings.seed)
-    return Report(settings, results, sgemm, how, command, case_sgemm, round_trip)
+        peak += fma_peak_runs(settings.sgemm_runs - half, settings.threads)
+    return Report(settings, results, sgemm, how, command, case_sgemm, round_trip, peak)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -940,7 +963,7 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     # machine's GEMM limit bounds how far any kernel can beat them.
     rivals = [n for n in against if n != "reference"]
     header = (["case", "mode"] + [f"{DISPLAY[n]} ms" for n in ("rnnfast", *against)]
-              + [f"vs {DISPLAY[n]}" for n in against] + ["GFLOP/s", "% sgemm"]
+              + [f"vs {DISPLAY[n]}" for n in against] + ["GFLOP/s", "% peak", "% sgemm"]
               + [f"{DISPLAY[n]} % sgemm" for n in rivals])
     rows = []
     for case in report.cases:
@@ -951,13 +974,17 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                         + [_fmt_ms(report.find(case, mode, n)) for n in ("rnnfast", *against)]
                         + [_fmt_ratio(report.speedup(case, mode, n)) for n in against]
                         + ["-" if math.isnan(gflops) else f"{gflops:.1f}",
+                           _fmt_pct(gflops / report.peak_gflops),
                            _fmt_sgemm_pct(report, case, mode, "rnnfast")]
                         + [_fmt_sgemm_pct(report, case, mode, n) for n in rivals])
     return header, rows
 
 
 def _fmt_sgemm_pct(report: Report, case: Case, mode: str, contender: str) -> str:
-    fraction = report.sgemm_fraction(case, mode, contender)
+    return _fmt_pct(report.sgemm_fraction(case, mode, contender))
+
+
+def _fmt_pct(fraction: float) -> str:
     return "-" if math.isnan(fraction) else f"{100 * fraction:.0f}%"
 
 
@@ -982,7 +1009,8 @@ def summary_lines(report: Report) -> list[str]:
 def _worst(report: Report, cases: Sequence[Case], mode: str, value: Callable[[Case], float],
            target: float, need: Callable[[Case], float] | None = None) -> str:
     """"met" / "MISSED" and the worst row; for a missed goal with ``need``, also the fraction of
-    the sgemm yardstick that the worst row would have to reach to meet it."""
+    the sgemm yardstick that the worst row would have to reach to meet it, and of the FMA ceiling
+    (above 100%: out of reach of any kernel on this machine)."""
     measured = [(value(c), c) for c in cases]
     measured = [(v, c) for v, c in measured if not math.isnan(v)]
     if not measured:
@@ -993,6 +1021,11 @@ def _worst(report: Report, cases: Sequence[Case], mode: str, value: Callable[[Ca
     needed = need(c) if v < target and need is not None else math.nan
     if not math.isnan(needed):
         tail += f"; meeting it there needs {100 * needed:.0f}% of sgemm"
+        of_peak = needed * report.case_sgemm_gflops(c) / report.peak_gflops
+        if not math.isnan(of_peak):
+            tail += f", {100 * of_peak:.0f}% of the FMA ceiling"
+            if of_peak > 1:
+                tail += " (beyond this machine)"
     return f"{'met' if v >= target else 'MISSED'} (worst {v:.2f} at {c.label} {mode}{tail})"
 
 
@@ -1059,7 +1092,10 @@ def preamble(report: Report) -> str:
     return (f"rnnfast bench: float32, {s.threads} thread(s) for every library; median of {s.repeats} "
             f"interleaved runs after {s.warmup} warm-up round(s); sgemm {s.sgemm_size}^3: "
             f"{report.sgemm_gflops:.1f} GFLOP/s median, {report.sgemm_best_gflops:.1f} best"
-            f"{_case_sgemm_range(report)} ({report.blas_threads})")
+            f"{_case_sgemm_range(report)} ({report.blas_threads})"
+            + ("" if math.isnan(report.peak_gflops) else
+               f"; FMA ceiling of rnnfast's kernels ({_core.build_info()['simd']}, {s.threads} "
+               f"thread(s)): {report.peak_gflops:.1f} GFLOP/s, best of {len(report.peak)}"))
 
 
 def _case_sgemm_range(report: Report) -> str:
@@ -1073,7 +1109,9 @@ def notes(report: Report) -> list[str]:
            "GFLOP/s and % sgemm: rnnfast's GEMM flops (training 3x forward) / time, and that / the "
            "sgemm throughput timed right before and after the case (the machine's speed can drift "
            "during a run; the median above is over the whole run); X % sgemm: the same for X, "
-           "counting the same flops.",
+           "counting the same flops. % peak: rnnfast's GFLOP/s / the FMA ceiling, multiply-adds "
+           "in registers with the vectors of rnnfast's GEMM on every thread (csrc/peak.h): no "
+           "contender's kernel can pass it.",
            f"Every contender was checked against the NumPy reference (float64) before timing "
            f"(relative tolerance: forward {tolerance('forward'):.0e}, gradients {tolerance('train'):.0e})."]
     if "reference" in s.against and 0 < s.ref_repeats < s.repeats:
@@ -1101,14 +1139,22 @@ CSV_FIELDS = ("case", "kind", "cell", "layers", "directions", "B", "T", "I", "H"
 
 
 def csv_rows(report: Report) -> list[dict[str, Any]]:
-    """One row per case, mode and contender (speedup: that contender's time / rnnfast's), and a
-    first row for the sgemm yardstick (kind "sgemm", contender "numpy")."""
+    """One row per case, mode and contender (speedup: that contender's time / rnnfast's), after a
+    first row for the sgemm yardstick (kind "sgemm", contender "numpy") and, when it was measured,
+    one for the FMA ceiling (kind "fma_peak": GFLOP/s only, no time)."""
     n, times = report.settings.sgemm_size, report.sgemm
     rows = [{"case": f"sgemm n={n}", "kind": "sgemm", "mode": "forward", "contender": "numpy",
              "status": OK, "runs": len(times), "calls_per_run": 1,
              "median_ms": f"{float(np.median(times)) * 1e3:.6g}", "min_ms": f"{min(times) * 1e3:.6g}",
              "gflops": f"{report.sgemm_gflops:.4g}", "sgemm_pct": "100",
              "threads": report.settings.threads, "note": report.blas_threads}]
+    if report.peak:
+        rows.append({"case": "FMA ceiling", "kind": "fma_peak", "mode": "forward",
+                     "contender": "rnnfast", "status": OK, "runs": len(report.peak),
+                     "gflops": f"{report.peak_gflops:.4g}",
+                     "sgemm_pct": f"{100 * report.peak_gflops / report.sgemm_gflops:.3g}",
+                     "threads": report.settings.threads,
+                     "note": "multiply-adds in registers (csrc/peak.h)"})
     for r in report.results:
         c, timed = r.case, r.timed
         speedup = 1.0 if r.contender == "rnnfast" and timed else report.speedup(c, r.mode, r.contender)
