@@ -242,9 +242,10 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   Buffer<T> drh(lbr ? 0 : B * H), rh_all(lbr ? 0 : TB * H);
 
   const int nth = region_threads(double(B) * GH * (H + I));
+  const int gth = gemm_threads(nth, double(TB) * GH * (2 * I + H), std::min(I, H));
   const ActiveRows<T> dg_rows(seq, lbr ? GH : 2 * H, nth);
   Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
-  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
+  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), gth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, GH, I);
   StepBarrier step_end;
@@ -318,7 +319,10 @@ void gru_backward(const GruGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       recurrent_backprop<T>(dh_out, dh_in, dgh_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, true,
                             step_end);
     }
+  });
 
+  // After the walk: the big GEMMs and reductions over the gate gradients.
+  run_threads(gth, [&] {
     input_grads<T>(g.dx, g.dw_ih, g.db_ih, dgx.data(), x, w_ih_p, seq, sum_rows, dx_rows,
                    tn_scratch);
     column_sums<T>(g.db_hh, dgh, TB, GH, GH);

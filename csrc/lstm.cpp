@@ -307,9 +307,11 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
   if (dc_n != nullptr) std::copy(dc_n, dc_n + B * H, dc.begin());
 
   const int nth = region_threads(double(B) * GH * (P + I));
+  const int gth =
+      gemm_threads(nth, double(TB) * (GH * (2 * I + P) + (proj ? P * H : 0)), std::min(I, P));
   const ActiveRows<T> dg_rows(seq, GH, nth);
   Buffer<T> bp_scratch(ptiles * B * kMaxTileUnits);
-  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H), nth));
+  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(std::max(I, P), H), gth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, GH, I);
   StepBarrier step_end;
@@ -372,8 +374,10 @@ void lstm_backward(const LstmGrads<T>& g, const T* dy, const T* dh_n, const T* d
       recurrent_backprop<T>(dh_out, dh_in, dg_t, GH, w_hh_p, dg_rows, bp_scratch, seq, t, false,
                             step_end);
     }
+  });
 
-    // After the loop: the big GEMMs and reductions over dG.
+  // After the walk: the big GEMMs and reductions over dG.
+  run_threads(gth, [&] {
     const T* dg = dgates.data();
     input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg, x, w_ih_p, seq, sum_rows, dx_rows, tn_scratch);
     prev_state_weight_grad<T>(g.dw_hh, dg, GH, GH, cache.h, h0, P, seq, sum_rows, tn_scratch);

@@ -103,9 +103,10 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
   GradRing<T> dh(B, H, dh_n);
 
   const int nth = region_threads(double(B) * H * (H + I));
+  const int gth = gemm_threads(nth, double(TB) * H * (2 * I + H), std::min(I, H));
   const ActiveRows<T> dg_rows(seq, H, nth);
   Buffer<T> bp_scratch(ntiles * B * kMaxTileUnits);
-  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), nth));
+  Buffer<T> tn_scratch(tn_scratch_size<T>(std::max(I, H), gth));
   const GradRows sum_rows(seq);
   ChunkProjection<T> dx_rows(seq, sum_rows.all, H, I);
   StepBarrier step_end;
@@ -136,6 +137,10 @@ void rnn_backward(const RnnGrads<T>& g, const T* dy, const T* dh_n, const T* x, 
       recurrent_backprop<T>(dh_out, dh_in, dg_t, H, w_hh_p, dg_rows, bp_scratch, seq, t, false,
                             step_end);
     }
+  });
+
+  // After the walk: the big GEMMs over the gradients.
+  run_threads(gth, [&] {
     input_grads<T>(g.dx, g.dw_ih, g.db_ih, dg.data(), x, w_ih_p, seq, sum_rows, dx_rows,
                    tn_scratch);
     prev_state_weight_grad<T>(g.dw_hh, dg.data(), H, H, cache.h, h0, H, seq, sum_rows, tn_scratch);

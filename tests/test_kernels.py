@@ -111,7 +111,8 @@ def test_core_backward_twice_is_identical_and_leaves_inputs_alone(core, variant,
         _assert_all_equal(now, saved, f"{variant.id} {what} modified:")
 
 
-@pytest.mark.parametrize("kind", ["ragged-batch", "cell-step", "short-call", "gemm-shares"])
+@pytest.mark.parametrize("kind", ["ragged-batch", "cell-step", "short-call", "gemm-shares",
+                                  "one-thread-walk"])
 @DIRECTIONS
 @DTYPE
 def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant, dtype, reverse,
@@ -127,6 +128,10 @@ def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant,
     elif kind == "short-call":  # two steps of nine rows: still read in place, in passes of 4, 4
         # and 1 rows
         case = make_case(variant, 2, 9, 250, 256, dtype=dtype, reverse=reverse, x_scale=2.0)
+    elif kind == "one-thread-walk":  # steps too small for two threads, the GEMMs after the
+        # backward walk large enough for all of them (gemm_threads in parallel.h): two regions
+        case = make_case(variant, 300, 1, 64, 96, P=64, dtype=dtype, reverse=reverse,
+                         ragged=True, x_scale=2.0)
     else:  # GEMMs over all steps whose pieces the threads share out by work (for_each_tile in
         # gemm.h): 264 rows of projection (row tiles of 96, 96 and 72) by G*H = 200, 150 or 50
         # columns in strips of 32, the last one partial, most shares ending inside a strip
