@@ -133,7 +133,9 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   // With linear_before_reset one GEMM per tile gives r, z and hn; without, (r, z) first, then n.
   const PackedB<T> w_rzn = pack_gate_tiles(w.w_hh, 0, lbr ? count : 2, H, H, seq);
   const PackedB<T> w_n = lbr ? PackedB<T>() : pack_gate_tiles(w.w_hh, n, 1, H, H, seq);
-  Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
+  const int nth = region_threads(double(B) * GH * (H + I));
+  const ProjectionPlan plan = projection_plan(seq, GH, I, nth, training);
+  Buffer<T> xp_ws(projection_workspace(plan, seq, GH, training));
   Buffer<T> rec(ntiles * B * count * kMaxTileUnits);
   T* const h_saved = hidden_states(cache.h, y, seq);
   Buffer<T> ring_h(h_saved != nullptr ? 0 : 2 * B * H);
@@ -143,13 +145,12 @@ void gru_forward(T* y, T* h_n, const GruCache<T>& cache, const T* x, const T* h0
   const T* b_in = w.b_ih != nullptr ? w.b_ih + n * H : nullptr;
   const Buffer<T> bias_rz = fold_biases(w.b_ih, w.b_hh, 2 * H);
 
-  const int nth = region_threads(double(B) * GH * (H + I));
   const ActiveRows<T> rows(seq, H, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
   StepBarrier step_end;
   TileClaims claims(ntiles);
-  forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
+  forward_scan<T>(nth, plan, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);

@@ -214,7 +214,9 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, GH, I, seq);
   const PackedB<T> packed = pack_gate_tiles(w.w_hh, 0, count, H, P, seq);
   const PackedB<T> w_hr_t = proj ? pack_weight<T>(w.w_hr, P, H, seq) : PackedB<T>();
-  Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * GH);
+  const int nth = region_threads(double(B) * GH * (P + I));
+  const ProjectionPlan plan = projection_plan(seq, GH, I, nth, training);
+  Buffer<T> xp_ws(projection_workspace(plan, seq, GH, training));
   Buffer<T> rec(ntiles * B * count * kMaxTileUnits);
   T* const h_saved = hidden_states(cache.h, y, seq);
   Buffer<T> ring_h(h_saved != nullptr ? 0 : 2 * B * P), ring_c(training ? 0 : 2 * B * H);
@@ -222,13 +224,12 @@ void lstm_forward(T* y, T* h_n, T* c_n, const LstmCache<T>& cache, const T* x, c
   const Buffer<T> bias = fold_biases(w.b_ih, w.b_hh, GH);
   const StateSlots<T> hs{h_saved, ring_h.data(), h0, P}, cs{cache.c, ring_c.data(), c0, H};
 
-  const int nth = region_threads(double(B) * GH * (P + I));
   const ActiveRows<T> h_rows(seq, P, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, GH);
   StepBarrier step_end;
   TileClaims claims(ntiles);
-  forward_scan<T>(nth, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
+  forward_scan<T>(nth, plan, seq, cache.gates, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     const T* c_prev = cs.prev(seq, k, t);

@@ -148,6 +148,45 @@ inline void parallel_for(Index n, int threads, F&& f) {
   });
 }
 
+// How a thread waits for another one's signal: spinning for up to `spins` pauses, then sleeping
+// on a condition variable. The signalling thread makes the awaited condition true with a seq_cst
+// store or RMW, then calls wake(): it wakes the sleepers only when there are any (a waiter counts
+// itself in before its last look at the condition, under the mutex that wake() takes too).
+class SpinThenSleep {
+ public:
+  template <typename Ready>
+  void wait(int spins, Ready&& ready) {
+    for (int k = 0; k < spins; ++k) {
+      if (ready()) return;
+      cpu_pause();
+    }
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    {
+      std::unique_lock<std::mutex> hold(mutex_);
+      woken_.wait(hold, ready);
+    }
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  void wake() {
+    if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
+    { std::lock_guard<std::mutex> hold(mutex_); }  // a sleeper is in wait() or sees the condition
+    woken_.notify_all();
+  }
+
+ private:
+  alignas(64) std::atomic<int> sleepers_{0};
+  std::mutex mutex_;
+  std::condition_variable woken_;
+};
+
+// Pauses before sleeping: about 0.1 ms (as GOMP_SPINCOUNT in _core.py), or, with more threads
+// than processors, about as few as libgomp's throttled spin count (100).
+constexpr int kSpins = 4000, kThrottledSpins = 100;
+inline int spins_for(int threads) {
+  static const int procs = omp_get_num_procs();
+  return threads <= procs ? kSpins : kThrottledSpins;
+}
+
 // The barrier that ends a time step, for the threads of the enclosing region (all of them call
 // wait(); outside a region it does nothing). A waiting thread spins on a generation counter for
 // up to kSpins pauses, then sleeps on a condition variable until the last thread arrives.
@@ -168,35 +207,34 @@ class StepBarrier {
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
       arrived_.store(0, std::memory_order_relaxed);
       generation_.store(g + 1, std::memory_order_seq_cst);
-      if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-        { std::lock_guard<std::mutex> hold(mutex_); }  // a sleeper is in wait() or sees g + 1
-        woken_.notify_all();
-      }
+      waiting_.wake();
       return;
     }
-    static const int procs = omp_get_num_procs();
-    const int limit = n <= procs ? kSpins : kThrottledSpins;
-    for (int spins = 0; spins < limit; ++spins) {
-      if (generation_.load(std::memory_order_acquire) != g) return;
-      cpu_pause();
-    }
-    sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    {
-      std::unique_lock<std::mutex> hold(mutex_);
-      woken_.wait(hold, [&] { return generation_.load(std::memory_order_seq_cst) != g; });
-    }
-    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    waiting_.wait(spins_for(n), [&] { return generation_.load(std::memory_order_seq_cst) != g; });
   }
 
  private:
-  // Pauses before sleeping: about 0.1 ms (as GOMP_SPINCOUNT in _core.py), or, with more threads
-  // than processors, about as few as libgomp's throttled spin count (100).
-  static constexpr int kSpins = 4000, kThrottledSpins = 100;
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<unsigned> generation_{0};
-  alignas(64) std::atomic<int> sleepers_{0};
-  std::mutex mutex_;
-  std::condition_variable woken_;
+  SpinThenSleep waiting_;
+};
+
+// A count of finished pieces of work that one thread of a region raises and another waits for
+// (forward_scan's pipelined projection: chunks projected, chunks walked).
+class Progress {
+ public:
+  void advance() {
+    count_.fetch_add(1, std::memory_order_seq_cst);
+    waiting_.wake();
+  }
+  // Returns once advance() has been called n times (what the callers did before is visible).
+  void wait_for(Index n) {
+    waiting_.wait(spins_for(2), [&] { return count_.load(std::memory_order_seq_cst) >= n; });
+  }
+
+ private:
+  alignas(64) std::atomic<Index> count_{0};
+  SpinThenSleep waiting_;
 };
 
 // Threads for packing a weight of `elements` (a copy: worth splitting only when large).

@@ -40,7 +40,9 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
 
   const PackedB<T> w_ih_t = pack_weight<T>(w.w_ih, H, I, seq);
   const PackedB<T> w_hh_t = pack_gate_tiles(w.w_hh, 0, 1, H, H, seq);
-  Buffer<T> xp_ws(training ? 0 : chunk_steps(s.T, B) * B * H);
+  const int nth = region_threads(double(B) * H * (H + I));
+  const ProjectionPlan plan = projection_plan(seq, H, I, nth, training);
+  Buffer<T> xp_ws(projection_workspace(plan, seq, H, training));
   Buffer<T> rec(ntiles * B * kMaxTileUnits);
   T* const h_saved = hidden_states(cache.h, y, seq);
   Buffer<T> ring_h(h_saved != nullptr ? 0 : 2 * B * H);
@@ -48,13 +50,12 @@ void rnn_forward(T* y, T* h_n, const RnnCache<T>& cache, const T* x, const T* h0
   const T* bias_p = bias_or_null(bias);
   const StateSlots<T> hs{h_saved, ring_h.data(), h0, H};
 
-  const int nth = region_threads(double(B) * H * (H + I));
   const ActiveRows<T> h_rows(seq, H, nth);
   const StepRows active(seq, 0, seq.T);
   ChunkProjection<T> projection(seq, active, I, H);
   StepBarrier step_end;
   TileClaims claims(ntiles);
-  forward_scan<T>(nth, seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
+  forward_scan<T>(nth, plan, seq, cache.h, xp_ws.data(), x, w_ih_t, I, projection,
                   [&](Index k, Index t, T* a_t, const T* x_t) {
     const T* h_prev = hs.prev(seq, k, t);
     T* h_new = hs.next(seq, k, t);  // == a_t when training

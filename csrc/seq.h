@@ -175,32 +175,126 @@ class ChunkProjection {
   Buffer<T> in_, out_;
 };
 
+// Whether a call multiplies its weights straight from their rows (PackedB's direct mode, gemv_nt)
+// instead of packing them first: for at most kDirectMaxSteps steps, when that reads each weight at
+// most kDirectMaxPasses times, T * ceil(B / kDirectMaxRows) (a cell's step at B <= 4: once).
+// Packing reads w, writes its panels and reads those back, once per step for the recurrent
+// weights (from L2 when they fit): over more steps that pays, however small the batch. Against
+// packing every call of more than 4 rows (LSTM, H = 256, 2 threads, medians of 16 paired
+// processes, Zen 4): T = 1, B = 16-32 0.79x-0.94x the time; T = 2, B = 8-16 0.62x-0.86x; T = 4,
+// B = 4-8 0.70x-0.89x; B = 1 with T = 6-8 would be 1.00x-1.20x, so those steps pack.
+constexpr Index kDirectMaxSteps = 4;
+constexpr Index kDirectMaxPasses = 8;
+inline bool reads_weights_directly(const Seq& s) {
+  return s.T <= kDirectMaxSteps &&
+         s.T * ((s.B + kDirectMaxRows - 1) / kDirectMaxRows) <= kDirectMaxPasses;
+}
+
+// How forward_scan projects the inputs of a call whose steps run on `threads` threads (see there).
+enum class ProjectionPlan { kInWalk, kFirst, kPipelined };
+inline ProjectionPlan projection_plan(const Seq& s, Index GH, Index I, int threads, bool training) {
+  if (reads_weights_directly(s) || gemm_threads(threads, double(s.T) * s.B * GH * I, I) == threads)
+    return ProjectionPlan::kInWalk;
+  if (training) return ProjectionPlan::kFirst;
+  return s.T >= 2 * chunk_steps(s.T, s.B) ? ProjectionPlan::kPipelined : ProjectionPlan::kInWalk;
+}
+
+// The elements of forward_scan's workspace for the projected inputs of a chunk (inference only:
+// training projects into its cache), two chunks when pipelined.
+inline Index projection_workspace(ProjectionPlan plan, const Seq& s, Index GH, bool training) {
+  if (training) return 0;
+  return (plan == ProjectionPlan::kPipelined ? 2 : 1) * chunk_steps(s.T, s.B) * s.B * GH;
+}
+
 // The forward time loop shared by the cells, on `threads` threads (run_threads): for each chunk of
 // steps, one GEMM projects the inputs (x w_ih^T, no bias: the step adds it; see ChunkProjection)
-// into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` otherwise, then
-// step(k, t, a_t, x_t) runs for each step with a_t (B, GH) the projected inputs of time t; the GEMM
-// ends with a barrier. When w_ih is read in place (reads_weights_directly: a short call, such as a
-// cell's step) there is no GEMM: x_t is then time t's inputs and each tile of the step projects its
-// own units (step_tiles), so that a step has no barrier between the two and reads each row of w_ih
-// once. Otherwise x_t is null.
+// into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` (of
+// projection_workspace elements; `plan` from projection_plan) otherwise, then step(k, t, a_t, x_t) runs for each step with a_t
+// (B, GH) the projected inputs of time t; the GEMM ends with a barrier. When w_ih is read in place
+// (reads_weights_directly: a short call, such as a cell's step) there is no GEMM: x_t is then time
+// t's inputs and each tile of the step projects its own units (step_tiles), so that a step has no
+// barrier between the two and reads each row of w_ih once. Otherwise x_t is null.
+//
+// When the steps are small enough for one thread but the projection is large (gemm_threads,
+// projection_plan), the other threads project: training projects all chunks first (its cache
+// keeps them all), in a region of all threads; inference pipelines, a second thread projecting
+// chunk c + 1 (into the other half of xp_ws) while the first walks chunk c, each in a team of its
+// own. The same GEMM per chunk either way: the same results. Zen 4, 2 threads, in-process pairs
+// against the projection in the walk: training LSTM B = 1, H = 64, T = 300-1000 0.95x-0.97x the
+// time, GRU 0.96x, RNN H = 128-200 0.95x-0.96x; inference LSTM B = 1, H = 64, T = 512 0.91x-0.93x,
+// T = 1000 0.85x-0.86x, H = 96 0.83x, GRU H = 64 0.82x, B = 3, H = 48 0.69x. A pipeline needs two
+// full chunks: at T = 300 (chunks of 256 and 44 steps) it took 1.07x the time, the second
+// chunk's projected inputs coming from the other core's cache costing about what projecting them
+// saved.
 template <typename T, typename Step>
-void forward_scan(int threads, const Seq& s, T* saved_xp, T* xp_ws, const T* x,
-                  const PackedB<T>& w_ih_t, Index I, ChunkProjection<T>& projection, Step&& step) {
+void forward_scan(int threads, ProjectionPlan plan, const Seq& s, T* saved_xp, T* xp_ws,
+                  const T* x, const PackedB<T>& w_ih_t, Index I, ChunkProjection<T>& projection,
+                  Step&& step) {
   const Index GH = w_ih_t.N();
   const Index Tc = chunk_steps(s.T, s.B);
   const bool per_tile = w_ih_t.direct();
-  run_threads(threads, [&] {
-    for (Index k0 = 0; k0 < s.T; k0 += Tc) {
+  // f(c, k0, k1, t_lo, xp) for each chunk c of steps [k0, k1), times from t_lo on, projected
+  // into xp (the second half of xp_ws for odd chunks when pipelined).
+  auto chunks = [&](auto&& f) {
+    for (Index c = 0, k0 = 0; k0 < s.T; ++c, k0 += Tc) {
       const Index k1 = k0 + Tc < s.T ? k0 + Tc : s.T;
       const Index t_lo = s.reverse ? s.T - k1 : k0;
-      T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH : xp_ws;
-      if (!per_tile) projection.run(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih_t, xp);
-      for (Index k = k0; k < k1; ++k) {
-        const Index t = s.time(k);
-        step(k, t, xp + (t - t_lo) * s.B * GH, per_tile ? x + t * s.B * I : nullptr);
-      }
+      T* xp = saved_xp != nullptr ? saved_xp + t_lo * s.B * GH
+                                  : xp_ws + (plan == ProjectionPlan::kPipelined ? c % 2 : 0) *
+                                                Tc * s.B * GH;
+      f(c, k0, k1, t_lo, xp);
     }
-  });
+  };
+  auto project = [&](Index, Index k0, Index k1, Index t_lo, T* xp) {
+    projection.run(t_lo, k1 - k0, x + t_lo * s.B * I, w_ih_t, xp);
+  };
+  auto walk = [&](Index, Index k0, Index k1, Index t_lo, T* xp) {
+    for (Index k = k0; k < k1; ++k) {
+      const Index t = s.time(k);
+      step(k, t, xp + (t - t_lo) * s.B * GH, per_tile ? x + t * s.B * I : nullptr);
+    }
+  };
+  switch (plan) {
+    case ProjectionPlan::kInWalk:
+      run_threads(threads, [&] {
+        chunks([&](Index c, Index k0, Index k1, Index t_lo, T* xp) {
+          if (!per_tile) project(c, k0, k1, t_lo, xp);
+          walk(c, k0, k1, t_lo, xp);
+        });
+      });
+      return;
+    case ProjectionPlan::kFirst:
+      run_threads(max_threads(), [&] { chunks(project); });
+      run_threads(threads, [&] { chunks(walk); });
+      return;
+    case ProjectionPlan::kPipelined: {
+      // Thread 0 walks, thread 1 projects chunks 1, 2, ... ahead of it, each in a nested team of
+      // one (so that the GEMM's and the steps' worksharing and barriers are its own). Thread 0
+      // projects chunk 0 itself: thread 1 has often gone to sleep since the last call, and its
+      // waking then overlaps chunk 0 (waiting for it instead made T = 512, two chunks, 1.09x the
+      // time). A team that got one thread does it all.
+      Progress projected, walked;  // chunks projected by thread 1, chunks walked
+      run_threads(2, [&] {
+        const int team = omp_get_num_threads(), me = omp_get_thread_num();
+#pragma omp parallel num_threads(1)
+        chunks([&](Index c, Index k0, Index k1, Index t_lo, T* xp) {
+          const bool own = team == 1 || c == 0;  // projected by the walking thread
+          if (me == 1 && !own) {
+            if (c >= 2) walked.wait_for(c - 1);  // chunk c - 2 has freed its half of xp_ws
+            project(c, k0, k1, t_lo, xp);
+            projected.advance();
+          }
+          if (me == 0) {
+            if (own) project(c, k0, k1, t_lo, xp);
+            else projected.wait_for(c);
+            walk(c, k0, k1, t_lo, xp);
+            walked.advance();
+          }
+        });
+      });
+      return;
+    }
+  }
 }
 
 // For forward_scan's steps without a chunk GEMM (x_t not null): the projected inputs of the units
@@ -287,21 +381,6 @@ class ActiveRows {
   Index width_;
   Buffer<T> buf_;
 };
-
-// Whether a call multiplies its weights straight from their rows (PackedB's direct mode, gemv_nt)
-// instead of packing them first: for at most kDirectMaxSteps steps, when that reads each weight at
-// most kDirectMaxPasses times, T * ceil(B / kDirectMaxRows) (a cell's step at B <= 4: once).
-// Packing reads w, writes its panels and reads those back, once per step for the recurrent
-// weights (from L2 when they fit): over more steps that pays, however small the batch. Against
-// packing every call of more than 4 rows (LSTM, H = 256, 2 threads, medians of 16 paired
-// processes, Zen 4): T = 1, B = 16-32 0.79x-0.94x the time; T = 2, B = 8-16 0.62x-0.86x; T = 4,
-// B = 4-8 0.70x-0.89x; B = 1 with T = 6-8 would be 1.00x-1.20x, so those steps pack.
-constexpr Index kDirectMaxSteps = 4;
-constexpr Index kDirectMaxPasses = 8;
-inline bool reads_weights_directly(const Seq& s) {
-  return s.T <= kDirectMaxSteps &&
-         s.T * ((s.B + kDirectMaxRows - 1) / kDirectMaxRows) <= kDirectMaxPasses;
-}
 
 // The recurrent weights for the per-step GEMMs: rows of gates [g0, g0 + G) of w (gates*H, K) as
 // PackedB::from_gate_tiles lays them out, so that one GEMM per tile gives all gates of its units,

@@ -128,9 +128,10 @@ def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant,
     elif kind == "short-call":  # two steps of nine rows: still read in place, in passes of 4, 4
         # and 1 rows
         case = make_case(variant, 2, 9, 250, 256, dtype=dtype, reverse=reverse, x_scale=2.0)
-    elif kind == "one-thread-walk":  # steps too small for two threads, the GEMMs after the
-        # backward walk large enough for all of them (gemm_threads in parallel.h): two regions
-        case = make_case(variant, 300, 1, 64, 96, P=64, dtype=dtype, reverse=reverse,
+    elif kind == "one-thread-walk":  # steps too small for two threads, the input projection
+        # and the GEMMs after the backward walk large enough for all of them (gemm_threads in
+        # parallel.h): training projects first, inference in a pipeline of 3 chunks (forward_scan)
+        case = make_case(variant, 600, 1, 64, 96, P=64, dtype=dtype, reverse=reverse,
                          ragged=True, x_scale=2.0)
     else:  # GEMMs over all steps whose pieces the threads share out by work (for_each_tile in
         # gemm.h): 264 rows of projection (row tiles of 96, 96 and 72) by G*H = 200, 150 or 50
@@ -140,7 +141,8 @@ def test_core_results_do_not_depend_on_thread_count(core, keep_threads, variant,
     for n in (1, 2, 3):
         core.set_num_threads(n)
         assert core.get_num_threads() == n
-        results[n] = _run(core, case)
+        results[n] = (*_run(core, case), case.forward(core, training=False)[0])
+        _assert_all_equal(results[n][3], results[n][0], f"{variant.id} {n} threads: inference")
     for n in (2, 3):
         for what, got, expected in zip(("outputs", "cache", "grads"), results[n], results[1]):
             _assert_all_equal(got, expected, f"{variant.id} {n} threads vs 1: {what}")
