@@ -257,12 +257,15 @@ inline int region_threads(double step_work) {
 // too (Zen 4, 2 threads, in-process pairs): LSTM B = 1, I = H = 64, T = 1000 0.89x-0.90x the
 // time, T = 100 0.93x, T = 50 0.94x-0.95x; H = 48, T = 100 0.97x; B = 2, H = 64, T = 1000 0.85x;
 // H = 96, T = 1000 0.87x; GRU H = 64, T = 1000 0.93x. At H = 32 nothing gained (T = 200-1000
-// 0.99x-1.05x), at I = 128, H = 32, T = 100 1.12x the time.
+// 0.99x-1.05x), at I = 128, H = 32, T = 100 1.12x the time. Not while the cores are far apart
+// (CoreDistance): the GEMMs' operands then cross between distant caches, and the one measurement
+// of it, LSTM training at B = 1, T = 1000, H = 64, took 1.19x the time (6 pairs; 0.86x nearby).
 constexpr double kParallelGemmWork = 2.0 * 1024.0 * 1024.0;
 constexpr Index kParallelGemmWidth = 48;
 inline int gemm_threads(int step_threads, double gemm_work, Index width) {
   const bool large = gemm_work >= kParallelGemmWork && width >= kParallelGemmWidth;
-  return step_threads == 1 && large ? max_threads() : step_threads;
+  return step_threads == 1 && large && !core_distance().far_apart() ? max_threads()
+                                                                     : step_threads;
 }
 
 // The tiles of the steps of a short call (its weights read in place: each step streams every
