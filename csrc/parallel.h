@@ -249,12 +249,13 @@ inline int region_threads(double step_work) {
   return max_threads();
 }
 
-// Threads for the GEMMs after a backward walk (the input and weight gradients over all T*B rows:
-// `gemm_work` multiply-adds, the narrowest `width` columns, min(I, H)) whose steps ran on
-// `step_threads`: all of them once the GEMMs are large and wide enough (kParallelGemmWork,
-// kParallelGemmWidth), however small the steps, in a region of their own (which first wakes the
-// idle workers). Training steps whose walk runs on one thread, against the GEMMs on that thread
-// too (Zen 4, 2 threads, in-process pairs): LSTM B = 1, I = H = 64, T = 1000 0.89x-0.90x the
+// Threads for the GEMMs over all T*B rows of a call whose steps run on `step_threads` (the
+// forward's input projection, seq.h's projection_plan; the backward's input and weight gradients
+// after its walk): `gemm_work` multiply-adds, the narrowest `width` columns (I, or min(I, H)). All
+// of them once the GEMMs are large and wide enough (kParallelGemmWork, kParallelGemmWidth),
+// however small the steps, in a region of their own (which first wakes the idle workers).
+// Training steps whose walk runs on one thread, against the backward's GEMMs on that thread too
+// (Zen 4, 2 threads, in-process pairs): LSTM B = 1, I = H = 64, T = 1000 0.89x-0.90x the
 // time, T = 100 0.93x, T = 50 0.94x-0.95x; H = 48, T = 100 0.97x; B = 2, H = 64, T = 1000 0.85x;
 // H = 96, T = 1000 0.87x; GRU H = 64, T = 1000 0.93x. At H = 32 nothing gained (T = 200-1000
 // 0.99x-1.05x), at I = 128, H = 32, T = 100 1.12x the time. Not while the cores are far apart

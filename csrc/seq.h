@@ -209,11 +209,12 @@ inline Index projection_workspace(ProjectionPlan plan, const Seq& s, Index GH, b
 // The forward time loop shared by the cells, on `threads` threads (run_threads): for each chunk of
 // steps, one GEMM projects the inputs (x w_ih^T, no bias: the step adds it; see ChunkProjection)
 // into `saved_xp` (T, B, GH) when training or into the chunk workspace `xp_ws` (of
-// projection_workspace elements; `plan` from projection_plan) otherwise, then step(k, t, a_t, x_t) runs for each step with a_t
-// (B, GH) the projected inputs of time t; the GEMM ends with a barrier. When w_ih is read in place
-// (reads_weights_directly: a short call, such as a cell's step) there is no GEMM: x_t is then time
-// t's inputs and each tile of the step projects its own units (step_tiles), so that a step has no
-// barrier between the two and reads each row of w_ih once. Otherwise x_t is null.
+// projection_workspace elements, `plan` being projection_plan's) otherwise, then
+// step(k, t, a_t, x_t) runs for each step with a_t (B, GH) the projected inputs of time t; the
+// GEMM ends with a barrier. When w_ih is read in place (reads_weights_directly: a short call, such
+// as a cell's step) there is no GEMM: x_t is then time t's inputs and each tile of the step
+// projects its own units (step_tiles), so that a step has no barrier between the two and reads
+// each row of w_ih once. Otherwise x_t is null.
 //
 // When the steps are small enough for one thread but the projection is large (gemm_threads,
 // projection_plan), the other threads project: training projects all chunks first (its cache
