@@ -83,7 +83,8 @@ PYBIND11_MODULE(RNNFAST_MODULE, m) {
       py::arg("threads") = 0, py::arg("seconds") = 0.01,
       "The float multiply-add ceiling of this build's kernels, in GFLOP/s: one region of "
       "`threads` threads (0: the count of set_num_threads), each about `seconds` of independent "
-      "multiply-adds in registers with the GEMM's vectors (csrc/peak.h).");
+      "multiply-adds in registers with the GEMM's vectors (csrc/peak.h). The host's other work "
+      "only lowers it: take the best of several calls.");
   m.def("build_info", []() {
     py::dict d;
     d["version"] = RNNFAST_VERSION;

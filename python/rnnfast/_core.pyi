@@ -28,7 +28,8 @@ def set_local_threads(n: int) -> int: ...
 # in ns (0: not measured yet): the kernels run small steps on one thread when it is long.
 def core_round_trip_ns() -> int: ...
 # The float multiply-add ceiling of this build's kernels in GFLOP/s: one region of `threads` threads
-# (0: set_num_threads's), each running about `seconds` of multiply-adds in registers.
+# (0: set_num_threads's), each running about `seconds` of multiply-adds in registers. The host's
+# other work only lowers it: take the best of several calls.
 def fma_peak_gflops(threads: int = 0, seconds: float = 0.01) -> float: ...
 
 # ---- LSTM ----------------------------------------------------------------------------------------
